@@ -1,0 +1,131 @@
+"""Audio in: decoding files (PyAV), input checks, and Whisper's log-mel spectrogram for a padded batch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+
+import mlx.core as mx
+import numpy as np
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+CHUNK_LENGTH = 30
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 frames: 10 ms each
+TIME_PRECISION = 0.02  # seconds per audio position (encoder output) and per timestamp token
+
+
+def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any audio/video file PyAV reads into mono float32 at `sr` Hz (channels averaged)."""
+    import av
+
+    try:
+        container = av.open(os.fspath(path))
+    except FileNotFoundError:
+        raise
+    except (av.error.FFmpegError, OSError) as e:  # unreadable or not media
+        raise ValueError(f"{path}: cannot decode audio ({e})") from e
+    with container:
+        if not container.streams.audio:
+            raise ValueError(f"{path}: no audio stream")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sr)
+        chunks = []
+        try:
+            for frame in container.decode(audio=0):
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+        except av.error.FFmpegError as e:
+            raise ValueError(f"{path}: corrupt audio ({e})") from e
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
+def check_audio(audio, name: str = "audio", max_samples: int | None = None) -> np.ndarray:
+    """Validate one mono 16 kHz float waveform and return it as a float32 numpy array."""
+    a = np.asarray(audio)
+    if a.ndim == 2 and min(a.shape) <= 8:
+        raise ValueError(f"{name} has shape {a.shape}: looks multi-channel; mix it down to mono (e.g. a.mean(axis=1))")
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D waveform, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        hint = " (int16 PCM: divide by 32768)" if a.dtype == np.int16 else ""
+        raise TypeError(f"{name} must be float samples in [-1, 1], got {a.dtype}{hint}")
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite samples")
+    if max_samples is not None and len(a) > max_samples:
+        raise ValueError(
+            f"{name} lasts {len(a) / SAMPLE_RATE:.1f} s, more than {max_samples / SAMPLE_RATE:.0f} s "
+            "(at 16 kHz); cut it first or use the long-form API (transcribe_audio)"
+        )
+    return a
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    linear = f * 3.0 / 200.0
+    log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log, linear)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * 200.0 / 3.0)
+
+
+@lru_cache(maxsize=None)
+def mel_filters(n_mels: int) -> mx.array:
+    """(n_mels, N_FFT // 2 + 1) triangular filters, Slaney-normalized (librosa's defaults)."""
+    fft_freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return mx.array(weights.astype(np.float32))
+
+
+@lru_cache(maxsize=None)
+def hann_window(size: int = N_FFT) -> mx.array:
+    n = np.arange(size)
+    return mx.array((0.5 - 0.5 * np.cos(2 * np.pi * n / size)).astype(np.float32))
+
+
+def log_mel_spectrogram(
+    audios: Sequence[np.ndarray | mx.array] | np.ndarray | mx.array, n_mels: int = 80
+) -> tuple[mx.array, list[int]]:
+    """Whisper's log-mel of a batch of ≤ 30 s waveforms: ((B, 3000, n_mels), valid frames per row).
+
+    Each row is zero-padded to 30 s, and normalized on its own (clamped to its max − 8 in
+    log10 units, then (x + 4) / 4), exactly as openai-whisper does for `pad_or_trim(audio)`.
+    """
+    if isinstance(audios, (np.ndarray, mx.array)) and audios.ndim == 1:
+        audios = [audios]
+    rows = [check_audio(np.asarray(a), f"audio[{i}]", N_SAMPLES) for i, a in enumerate(audios)]
+    if not rows:
+        raise ValueError("log_mel_spectrogram needs at least one waveform")
+    batch = np.zeros((len(rows), N_SAMPLES), np.float32)
+    for i, a in enumerate(rows):
+        batch[i, : len(a)] = a
+    mel = _log_mel(mx.array(batch), n_mels)
+    return mel, [len(a) // HOP_LENGTH for a in rows]
+
+
+def _log_mel(x: mx.array, n_mels: int) -> mx.array:
+    pad = N_FFT // 2
+    x = mx.concatenate([x[:, 1 : pad + 1][:, ::-1], x, x[:, -pad - 1 : -1][:, ::-1]], axis=1)
+    batch, length = x.shape
+    n_frames = 1 + (length - N_FFT) // HOP_LENGTH
+    frames = mx.as_strided(x, shape=(batch, n_frames, N_FFT), strides=(length, HOP_LENGTH, 1))
+    spectrum = mx.fft.rfft(frames * hann_window(), axis=-1)[:, :-1]
+    power = mx.square(mx.abs(spectrum))
+    log_spec = mx.log10(mx.maximum(power @ mel_filters(n_mels).T, 1e-10))
+    log_spec = mx.maximum(log_spec, log_spec.max(axis=(1, 2), keepdims=True) - 8.0)
+    return (log_spec + 4.0) / 4.0

@@ -1,0 +1,122 @@
+"""The decoder's key/value cache: one object per decoder layer, rows of different lengths.
+
+Rows are left-padded so that every row writes its next token into the same column. A row's
+`left_padding` counts the unused columns before its first token; `offset` is the number of
+columns written. `filter` drops finished rows and `extend` adds rows (refilling a batch).
+Cross-attention K/V are computed once per row and travel with the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import mlx.core as mx
+
+
+class KVCache:
+    """Self-attention K/V grown in blocks of `step` columns, plus fixed cross-attention K/V."""
+
+    step = 256
+
+    def __init__(self, cross_kv: tuple[mx.array, mx.array], left_padding: Sequence[int] | None = None):
+        self.cross_kv = cross_kv
+        batch = cross_kv[0].shape[0]
+        self.left_padding = list(left_padding) if left_padding is not None else [0] * batch
+        if len(self.left_padding) != batch:
+            raise ValueError(f"left_padding has {len(self.left_padding)} rows, cross K/V {batch}")
+        self.keys: mx.array | None = None
+        self.values: mx.array | None = None
+        self.offset = 0
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.left_padding)
+
+    def lengths(self) -> list[int]:
+        """Tokens held per row."""
+        return [self.offset - p for p in self.left_padding]
+
+    def positions(self, n: int) -> mx.array:
+        """(B, n) positions of the next n tokens of each row."""
+        cols = mx.arange(self.offset, self.offset + n)[None, :]
+        return mx.maximum(cols - mx.array(self.left_padding)[:, None], 0)
+
+    def mask(self, n: int) -> mx.array | None:
+        """Boolean (B, 1, n, offset + n) mask for the next n queries, or None if none is needed.
+
+        A query sees earlier columns of its own row; a padding query sees only itself, which
+        keeps its (unused) output finite.
+        """
+        if n == 1 and not any(self.left_padding):
+            return None
+        q = mx.arange(self.offset, self.offset + n)[:, None]
+        k = mx.arange(self.offset + n)[None, :]
+        pad = mx.array(self.left_padding)[:, None, None, None]
+        return (k <= q) & ((k >= pad) | (k == q))
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Append (B, H, n, D) keys/values; return all columns written so far."""
+        n = keys.shape[2]
+        if self.keys is None or self.offset + n > self.keys.shape[2]:
+            self._grow(self.offset + n, keys)
+        self.keys[..., self.offset : self.offset + n, :] = keys
+        self.values[..., self.offset : self.offset + n, :] = values
+        self.offset += n
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+
+    def _grow(self, needed: int, like: mx.array) -> None:
+        batch, heads, _, dim = like.shape
+        capacity = -(-needed // self.step) * self.step
+        k = mx.zeros((batch, heads, capacity, dim), like.dtype)
+        v = mx.zeros((batch, heads, capacity, dim), like.dtype)
+        if self.keys is not None:
+            k[..., : self.offset, :] = self.keys[..., : self.offset, :]
+            v[..., : self.offset, :] = self.values[..., : self.offset, :]
+        self.keys, self.values = k, v
+
+    def filter(self, keep: Sequence[int]) -> None:
+        """Keep only the rows at indices `keep`, in that order; drop padding all of them share."""
+        idx = mx.array(list(keep), dtype=mx.int32)
+        self.cross_kv = (self.cross_kv[0][idx], self.cross_kv[1][idx])
+        self.left_padding = [self.left_padding[i] for i in keep]
+        if self.keys is None:
+            return
+        shift = min(self.left_padding, default=0)
+        self.keys = self.keys[idx, :, shift : self.offset, :]
+        self.values = self.values[idx, :, shift : self.offset, :]
+        self.offset -= shift
+        self.left_padding = [p - shift for p in self.left_padding]
+
+    def extend(self, other: "KVCache") -> None:
+        """Append the rows of `other` (same layer), left-padding whichever holds fewer columns."""
+        a, b = self._trimmed(), other._trimmed()
+        width = max(self.offset, other.offset)
+        pads = (width - self.offset, width - other.offset)
+        if a[0] is not None or b[0] is not None:
+            parts = [
+                _left_pad(kv, pad, cache) for kv, pad, cache in zip((a, b), pads, (self, other))
+            ]
+            self.keys = mx.concatenate([p[0] for p in parts])
+            self.values = mx.concatenate([p[1] for p in parts])
+        self.cross_kv = tuple(mx.concatenate([x, y]) for x, y in zip(self.cross_kv, other.cross_kv))
+        self.left_padding = [p + pads[0] for p in self.left_padding] + [
+            p + pads[1] for p in other.left_padding
+        ]
+        self.offset = width
+
+    def _trimmed(self) -> tuple[mx.array | None, mx.array | None]:
+        if self.keys is None:
+            return None, None
+        return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
+
+
+def _left_pad(kv, pad: int, cache: KVCache) -> tuple[mx.array, mx.array]:
+    keys, values = kv
+    if keys is None:  # a cache that has seen no tokens yet
+        ref = cache.cross_kv[0]
+        shape = (cache.batch_size, ref.shape[1], pad, ref.shape[3])
+        return mx.zeros(shape, ref.dtype), mx.zeros(shape, ref.dtype)
+    if pad == 0:
+        return keys, values
+    widths = [(0, 0), (0, 0), (pad, 0), (0, 0)]
+    return mx.pad(keys, widths), mx.pad(values, widths)

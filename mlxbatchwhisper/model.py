@@ -1,0 +1,206 @@
+"""Whisper's encoder and decoder in MLX, with OpenAI's parameter names (as mlx-whisper spells them).
+
+Shapes: mel (B, n_frames, n_mels); audio features (B, n_audio_ctx, n_audio_state); tokens (B, T).
+The decoder runs either whole sequences (`logits`) or incrementally against a list of
+`KVCache`s, one per layer, whose rows may hold different numbers of tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .cache import KVCache
+
+
+@dataclass(frozen=True)
+class ModelDimensions:
+    n_mels: int
+    n_audio_ctx: int
+    n_audio_state: int
+    n_audio_head: int
+    n_audio_layer: int
+    n_vocab: int
+    n_text_ctx: int
+    n_text_state: int
+    n_text_head: int
+    n_text_layer: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> mx.array:
+    """The encoder's fixed sinusoidal position embedding, (length, channels)."""
+    log_timescale_increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = mx.exp(-log_timescale_increment * mx.arange(channels // 2))
+    scaled_time = mx.arange(length)[:, None] * inv_timescales[None, :]
+    return mx.concatenate([mx.sin(scaled_time), mx.cos(scaled_time)], axis=1)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def heads(self, x: mx.array) -> mx.array:
+        batch, length, _ = x.shape
+        return x.reshape(batch, length, self.n_head, -1).transpose(0, 2, 1, 3)
+
+    def kv(self, x: mx.array) -> tuple[mx.array, mx.array]:
+        """Keys and values of x, split into heads: (B, H, T, D) each."""
+        return self.heads(self.key(x)), self.heads(self.value(x))
+
+    def __call__(
+        self,
+        x: mx.array,
+        mask: mx.array | str | None = None,
+        kv: tuple[mx.array, mx.array] | None = None,
+        cache: KVCache | None = None,
+    ) -> mx.array:
+        """Self-attention over x, or cross-attention against precomputed `kv`."""
+        q = self.heads(self.query(x))
+        if kv is None:
+            k, v = self.kv(x)
+            if cache is not None:
+                k, v = cache.update_and_fetch(k, v)
+        else:
+            k, v = kv
+        scale = q.shape[-1] ** -0.5
+        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+        batch, _, length, _ = o.shape
+        return self.out(o.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
+        self.cross_attn_ln = nn.LayerNorm(n_state) if cross_attention else None
+        self.mlp1 = nn.Linear(n_state, 4 * n_state)
+        self.mlp2 = nn.Linear(4 * n_state, n_state)
+        self.mlp_ln = nn.LayerNorm(n_state)
+
+    def __call__(
+        self,
+        x: mx.array,
+        mask: mx.array | str | None = None,
+        cross_kv: tuple[mx.array, mx.array] | None = None,
+        cache: KVCache | None = None,
+    ) -> mx.array:
+        x = x + self.attn(self.attn_ln(x), mask=mask, cache=cache)
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.cross_attn_ln(x), kv=cross_kv)
+        return x + self.mlp2(nn.gelu(self.mlp1(self.mlp_ln(x))))
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
+        self._positional_embedding = sinusoids(n_ctx, n_state)
+        self.blocks = [ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)]
+        self.ln_post = nn.LayerNorm(n_state)
+
+    def __call__(self, mel: mx.array) -> mx.array:
+        x = nn.gelu(self.conv1(mel))
+        x = nn.gelu(self.conv2(x))
+        if x.shape[1:] != self._positional_embedding.shape:
+            raise ValueError(
+                f"mel gives {x.shape[1]} audio positions, the model expects "
+                f"{self._positional_embedding.shape[0]} (3000 frames for 30 s)"
+            )
+        x = x + self._positional_embedding.astype(x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x)
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.token_embedding = nn.Embedding(n_vocab, n_state)
+        self.positional_embedding = mx.zeros((n_ctx, n_state))
+        self.blocks = [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
+        self.ln = nn.LayerNorm(n_state)
+
+    def cross_kv(self, audio_features: mx.array) -> list[tuple[mx.array, mx.array]]:
+        """Cross-attention keys/values of each layer, computed once per audio."""
+        return [block.cross_attn.kv(audio_features) for block in self.blocks]
+
+    def __call__(
+        self,
+        tokens: mx.array,
+        audio_features: mx.array | None = None,
+        cache: list[KVCache] | None = None,
+    ) -> mx.array:
+        """Logits (B, T, n_vocab) for the next token after each position.
+
+        Without a cache, tokens are whole sequences that attend to `audio_features`. With one,
+        they continue the rows held there (cross K/V come from the cache).
+        """
+        length = tokens.shape[1]
+        if cache is None:
+            if length > self.positional_embedding.shape[0]:
+                raise ValueError(f"{length} tokens exceed the decoder's {self.positional_embedding.shape[0]}")
+            pos = self.positional_embedding[:length]
+            cross = self.cross_kv(audio_features)
+            mask = "causal" if length > 1 else None
+        else:
+            pos = self.positional_embedding[cache[0].positions(length)]
+            cross = [c.cross_kv for c in cache]
+            mask = cache[0].mask(length)
+        x = self.token_embedding(tokens) + pos
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, cross_kv=cross[i], cache=None if cache is None else cache[i])
+        return self.token_embedding.as_linear(self.ln(x))
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: ModelDimensions, dtype: mx.Dtype = mx.float32):
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(
+            dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer
+        )
+        self.decoder = TextDecoder(
+            dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer
+        )
+        self.set_dtype(dtype)
+
+    def embed_audio(self, mel: mx.array) -> mx.array:
+        """Encoder output (B, n_audio_ctx, n_audio_state) for mel (B, 3000, n_mels)."""
+        return self.encoder(mel.astype(self.dtype))
+
+    def logits(self, tokens: mx.array, audio_features: mx.array) -> mx.array:
+        """Decoder logits (B, T, n_vocab) for whole token sequences, as openai-whisper's `logits`."""
+        return self.decoder(tokens, audio_features)
+
+    def __call__(self, mel: mx.array, tokens: mx.array) -> mx.array:
+        return self.logits(tokens, self.embed_audio(mel))
+
+    def new_cache(self, audio_features: mx.array, left_padding: list[int] | None = None) -> list[KVCache]:
+        """Empty per-layer caches for these rows, holding their cross-attention K/V."""
+        return [KVCache(kv, left_padding) for kv in self.decoder.cross_kv(audio_features)]
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.decoder.positional_embedding.dtype
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.n_vocab >= 51865
+
+    @property
+    def num_languages(self) -> int:
+        return self.dims.n_vocab - 51765 - int(self.is_multilingual)

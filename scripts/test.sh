@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run the test suite on a fresh machine: system tools, test extras, test audio, then pytest.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+[ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 ] || [ "$(uname -m)" != x86_64 ] || need+=(libopenblas0-pthread)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+python -m pip install -q -e ".[cpu,test]"
+python scripts/make_test_data.py
+python -m pytest -q "$@"

@@ -1,0 +1,72 @@
+"""Shared test/benchmark helpers: test data locations and openai-whisper built on our weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import wave
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MLXBW_TEST_DATA", ROOT / "corpus-audio"))
+
+
+def read_wav(path: str | Path) -> np.ndarray:
+    """A 16-bit PCM WAV file as float32 in [-1, 1] (mono; channels averaged)."""
+    with wave.open(str(path)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, w.getnchannels())
+    return pcm.mean(axis=1).astype(np.float32) / 32768.0
+
+
+@lru_cache(maxsize=None)
+def manifest() -> dict:
+    """The corpus manifest: files → {path, language, text, duration_s}."""
+    path = DATA / "manifest.json"
+    if not path.exists():
+        import pytest
+
+        pytest.skip(f"no test corpus at {DATA}: run scripts/make_test_data.py")
+    return json.loads(path.read_text())["files"]
+
+
+def corpus_audio(name: str) -> np.ndarray:
+    return read_wav(DATA / manifest()[name]["path"])
+
+
+def segment_names() -> list[str]:
+    """The corpus's single passages (≤ 30 s), English and other languages."""
+    return [k for k, v in manifest().items() if v["duration_s"] <= 30]
+
+
+def pyannote_sample() -> np.ndarray:
+    path = DATA / "sample.wav"
+    if not path.exists():
+        import pytest
+
+        pytest.skip(f"no pyannote sample at {path}: run scripts/make_test_data.py")
+    return read_wav(path)
+
+
+@lru_cache(maxsize=None)
+def openai_model(name: str):
+    """openai-whisper's torch model holding the same weights as our checkpoint `name` (float32)."""
+    import mlx.core as mx
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
+    from mlxbatchwhisper.checkpoints import read_checkpoint, resolve
+
+    ckpt = read_checkpoint(resolve(name))
+    model = Whisper(ModelDimensions(**ckpt.dims.to_dict()))
+    state = {}
+    for key, value in ckpt.weights.items():
+        a = np.array(value.astype(mx.float32))
+        if key.startswith("encoder.conv") and key.endswith("weight"):
+            a = a.transpose(0, 2, 1)
+        state[key.replace(".mlp1.", ".mlp.0.").replace(".mlp2.", ".mlp.2.")] = torch.from_numpy(a)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert missing == ["encoder.positional_embedding"] and not unexpected, (missing, unexpected)
+    return model.eval()

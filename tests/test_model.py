@@ -1,0 +1,114 @@
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlxbatchwhisper import load_model
+from mlxbatchwhisper.audio import log_mel_spectrogram
+from mlxbatchwhisper.tokenizer import get_tokenizer
+from reference import corpus_audio, manifest, openai_model, pyannote_sample
+
+torch = pytest.importorskip("torch")
+whisper = pytest.importorskip("whisper")
+
+MODELS = ["tiny.en", "base"]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def pair(request):
+    return request.param, load_model(request.param), openai_model(request.param)
+
+
+def test_encoder_and_logits_match_openai_on_real_audio(pair):
+    name, ours, ref = pair
+    tok = get_tokenizer(ours.is_multilingual, ours.num_languages)
+    cases = [(corpus_audio("d01"), manifest()["d01"]["text"]), (pyannote_sample(), "Hello? Hello? Oh, hello.")]
+    for audio, text in cases:
+        mel, _ = log_mel_spectrogram([audio[:480000]], ours.dims.n_mels)
+        features = ours.embed_audio(mel)
+        tokens = list(tok.sot_sequence("en")) + [tok.no_timestamps] + tok.encode(" " + text)
+        logits = np.array(ours.logits(mx.array([tokens]), features))
+        with torch.no_grad():
+            ref_features = ref.embed_audio(torch.from_numpy(np.array(mel)).transpose(1, 2))
+            ref_logits = ref.logits(torch.tensor([tokens]), ref_features).numpy()
+        ref_features = ref_features.numpy()
+        assert np.abs(np.array(features) - ref_features).max() <= 1e-3 * np.abs(ref_features).max()
+        assert np.abs(logits - ref_logits).max() <= 1e-3 * np.abs(ref_logits).max()
+        assert (logits.argmax(-1) == ref_logits.argmax(-1)).mean() > 0.95
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_models_stay_close(dtype):
+    full, half = load_model("tiny.en"), load_model("tiny.en", dtype=dtype)
+    assert half.dtype == getattr(mx, dtype)
+    mel, _ = log_mel_spectrogram([corpus_audio("d02")])
+    tokens = mx.array([[50257, 50362, 440, 1049, 286]])
+    a = np.array(full.logits(tokens, full.embed_audio(mel)))
+    b = np.array(half.logits(tokens, half.embed_audio(mel)).astype(mx.float32))
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+    assert (a.argmax(-1) == b.argmax(-1)).all()
+
+
+def incremental(model, cache, tokens):
+    return np.array(model.decoder(mx.array(tokens), cache=cache)[:, -1])
+
+
+def test_cache_rows_of_different_lengths_match_whole_sequences():
+    """Left-padded rows, filtered and extended, give each row's own full-sequence logits."""
+    model = load_model("tiny.en")
+    rng = np.random.default_rng(0)
+    mel, _ = log_mel_spectrogram([corpus_audio(n) for n in ("d01", "d02", "d03", "d04")])
+    features = model.embed_audio(mel)
+    rows = [rng.integers(0, 50000, n).tolist() for n in (3, 5, 8)]
+
+    def reference(i, feature_row):
+        return np.array(model.logits(mx.array([rows[i]]), features[feature_row : feature_row + 1])[:, -1])[0]
+
+    def check(logits, order, feature_rows):
+        for out, i, f in zip(logits, order, feature_rows):
+            ref = reference(i, f)
+            assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()
+
+    width = max(map(len, rows))
+    pads = [width - len(r) for r in rows]
+    cache = model.new_cache(features[:3], left_padding=pads)
+    padded = [[0] * p + r for p, r in zip(pads, rows)]
+    check(incremental(model, cache, padded), [0, 1, 2], [0, 1, 2])
+    for _ in range(3):  # a few single-token steps
+        step = [[int(t)] for t in rng.integers(0, 50000, 3)]
+        for r, s in zip(rows, step):
+            r += s
+        check(incremental(model, cache, step), [0, 1, 2], [0, 1, 2])
+
+    cache_rows = [0, 1]  # drop row 2 (finished), the longest
+    for c in cache:
+        c.filter(cache_rows)
+    assert cache[0].left_padding == [2, 0]  # the padding both rows shared is trimmed
+    step = [[int(t)] for t in rng.integers(0, 50000, 2)]
+    for i, s in zip(cache_rows, step):
+        rows[i] += s
+    check(incremental(model, cache, step), cache_rows, [0, 1])
+
+    rows.append(rng.integers(0, 50000, 4).tolist())  # a new row joins: prefilled alone, then extended
+    new = model.new_cache(features[3:4])
+    incremental(model, new, [rows[3]])
+    for c, n in zip(cache, new):
+        c.extend(n)
+    assert cache[0].lengths() == [len(rows[0]), len(rows[1]), len(rows[3])]
+    step = [[int(t)] for t in rng.integers(0, 50000, 3)]
+    for i, s in zip([0, 1, 3], step):
+        rows[i] += s
+    check(incremental(model, cache, step), [0, 1, 3], [0, 1, 3])
+
+
+def test_cache_grows_past_its_block_size():
+    model = load_model("tiny.en")
+    mel, _ = log_mel_spectrogram([corpus_audio("d05")])
+    features = model.embed_audio(mel)
+    tokens = np.random.default_rng(1).integers(0, 50000, 300).tolist()
+    cache = model.new_cache(features)
+    incremental(model, cache, [tokens[:250]])
+    for t in tokens[250:]:
+        out = incremental(model, cache, [[t]])
+    ref = np.array(model.logits(mx.array([tokens]), features)[:, -1])
+    assert cache[0].offset == 300 and cache[0].keys.shape[2] == 512
+    assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()
