@@ -87,6 +87,12 @@ class KVCache:
         self.offset -= shift
         self.left_padding = [p - shift for p in self.left_padding]
 
+    def permute(self, order: Sequence[int]) -> None:
+        """Reorder rows whose cross-attention K/V are equal (the beams of one segment)."""
+        if self.keys is not None:
+            idx = mx.array(list(order), dtype=mx.int32)
+            self.keys, self.values = self.keys[idx], self.values[idx]
+
     def extend(self, other: "KVCache") -> None:
         """Append the rows of `other` (same layer), left-padding whichever holds fewer columns."""
         a, b = self._trimmed(), other._trimmed()

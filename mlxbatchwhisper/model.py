@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .cache import KVCache
+from .kernels import attention, cross_attention, gelu
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,9 @@ class MultiHeadAttention(nn.Module):
             k, v = self.kv(x)
             if cache is not None:
                 k, v = cache.update_and_fetch(k, v)
+            o = attention(q, k, v, mask)
         else:
-            k, v = kv
-        scale = q.shape[-1] ** -0.5
-        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+            o = cross_attention(q, *kv)
         batch, _, length, _ = o.shape
         return self.out(o.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
@@ -100,7 +100,7 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.attn(self.attn_ln(x), mask=mask, cache=cache)
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.cross_attn_ln(x), kv=cross_kv)
-        return x + self.mlp2(nn.gelu(self.mlp1(self.mlp_ln(x))))
+        return x + self.mlp2(gelu(self.mlp1(self.mlp_ln(x))))
 
 
 class AudioEncoder(nn.Module):
@@ -113,8 +113,8 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(n_state)
 
     def __call__(self, mel: mx.array) -> mx.array:
-        x = nn.gelu(self.conv1(mel))
-        x = nn.gelu(self.conv2(x))
+        x = gelu(self.conv1(mel))
+        x = gelu(self.conv2(x))
         if x.shape[1:] != self._positional_embedding.shape:
             raise ValueError(
                 f"mel gives {x.shape[1]} audio positions, the model expects "
@@ -135,8 +135,9 @@ class TextDecoder(nn.Module):
         self.ln = nn.LayerNorm(n_state)
 
     def cross_kv(self, audio_features: mx.array) -> list[tuple[mx.array, mx.array]]:
-        """Cross-attention keys/values of each layer, computed once per audio."""
-        return [block.cross_attn.kv(audio_features) for block in self.blocks]
+        """Cross-attention keys/values of each layer, computed once per audio (contiguous, so that
+        every decoding step reads them in place rather than copying a transposed view)."""
+        return [tuple(map(mx.contiguous, block.cross_attn.kv(audio_features))) for block in self.blocks]
 
     def __call__(
         self,
@@ -144,7 +145,7 @@ class TextDecoder(nn.Module):
         audio_features: mx.array | None = None,
         cache: list[KVCache] | None = None,
     ) -> mx.array:
-        """Logits (B, T, n_vocab) for the next token after each position.
+        """Final hidden states (B, T, n_text_state); `project` turns them into logits.
 
         Without a cache, tokens are whole sequences that attend to `audio_features`. With one,
         they continue the rows held there (cross K/V come from the cache).
@@ -163,7 +164,11 @@ class TextDecoder(nn.Module):
         x = self.token_embedding(tokens) + pos
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, cross_kv=cross[i], cache=None if cache is None else cache[i])
-        return self.token_embedding.as_linear(self.ln(x))
+        return self.ln(x)
+
+    def project(self, x: mx.array) -> mx.array:
+        """Logits over the vocabulary (the output head is the token embedding)."""
+        return self.token_embedding.as_linear(x)
 
 
 class Whisper(nn.Module):
@@ -184,7 +189,7 @@ class Whisper(nn.Module):
 
     def logits(self, tokens: mx.array, audio_features: mx.array) -> mx.array:
         """Decoder logits (B, T, n_vocab) for whole token sequences, as openai-whisper's `logits`."""
-        return self.decoder(tokens, audio_features)
+        return self.decoder.project(self.decoder(tokens, audio_features))
 
     def __call__(self, mel: mx.array, tokens: mx.array) -> mx.array:
         return self.logits(tokens, self.embed_audio(mel))

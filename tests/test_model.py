@@ -49,7 +49,7 @@ def test_half_precision_models_stay_close(dtype):
 
 
 def incremental(model, cache, tokens):
-    return np.array(model.decoder(mx.array(tokens), cache=cache)[:, -1])
+    return np.array(model.decoder.project(model.decoder(mx.array(tokens), cache=cache)[:, -1]))
 
 
 def test_cache_rows_of_different_lengths_match_whole_sequences():

@@ -1,0 +1,216 @@
+/* Float32 kernels for MLX's CPU backend: in-place softmax (last axis), exact GELU, and
+ * attention of one query per head against precomputed keys/values (a decoding step's
+ * cross-attention).
+ *
+ * MLX's Linux CPU build computes exp and erf one element at a time and runs a decoding
+ * step's attention as one small matrix call per head; these loops are vectorized by the
+ * compiler (glibc's libmvec supplies SIMD expf/erff), stream keys and values once, and are
+ * split over threads. They work on C-contiguous float32 buffers (evaluated mx.arrays).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define VECTORIZED __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define VECTORIZED
+#endif
+
+#define MAX_THREADS 64
+
+VECTORIZED static void softmax_rows(float *x, Py_ssize_t rows, Py_ssize_t n) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        float *p = x + r * n;
+        float m = -INFINITY;
+        for (Py_ssize_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            p[i] = expf(p[i] - m);
+            s += p[i];
+        }
+        float inv = 1.f / s;
+#pragma omp simd
+        for (Py_ssize_t i = 0; i < n; i++) p[i] *= inv;
+    }
+}
+
+VECTORIZED static void gelu_span(float *x, Py_ssize_t n) {
+#pragma omp simd
+    for (Py_ssize_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.f + erff(x[i] * 0.70710678118654752f));
+}
+
+/* q (heads, dim) holds one query per head and receives the output; k, v (heads, length, dim). */
+VECTORIZED static void attend_one(float *q, const float *k, const float *v, Py_ssize_t heads, Py_ssize_t length,
+                                  Py_ssize_t dim, float scale, float *scores, float *out) {
+    for (Py_ssize_t h = 0; h < heads; h++) {
+        float *qh = q + h * dim;
+        const float *kh = k + h * length * dim, *vh = v + h * length * dim;
+        float m = -INFINITY;
+        for (Py_ssize_t t = 0; t < length; t++) {
+            const float *kt = kh + t * dim;
+            float s = 0.f;
+#pragma omp simd reduction(+ : s)
+            for (Py_ssize_t d = 0; d < dim; d++) s += qh[d] * kt[d];
+            scores[t] = s * scale;
+            m = scores[t] > m ? scores[t] : m;
+        }
+        float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+        for (Py_ssize_t t = 0; t < length; t++) {
+            scores[t] = expf(scores[t] - m);
+            sum += scores[t];
+        }
+        for (Py_ssize_t d = 0; d < dim; d++) out[d] = 0.f;
+        for (Py_ssize_t t = 0; t < length; t++) {
+            const float *vt = vh + t * dim;
+            float w = scores[t];
+#pragma omp simd
+            for (Py_ssize_t d = 0; d < dim; d++) out[d] += w * vt[d];
+        }
+        float inv = 1.f / sum;
+        for (Py_ssize_t d = 0; d < dim; d++) qh[d] = out[d] * inv;
+    }
+}
+
+enum { SOFTMAX, GELU, ATTEND };
+
+typedef struct {
+    int kind;
+    float *x;               /* softmax rows / gelu elements / attention queries */
+    const float *k, *v;     /* attention keys and values */
+    Py_ssize_t count, n;    /* units in this share; softmax row length or attention length */
+    Py_ssize_t dim;
+    float scale;
+} Work;
+
+static void *run_work(void *arg) {
+    Work *w = (Work *)arg;
+    if (w->kind == SOFTMAX) softmax_rows(w->x, w->count, w->n);
+    else if (w->kind == GELU) gelu_span(w->x, w->count);
+    else {
+        float *scratch = malloc(sizeof(float) * (size_t)(w->n + w->dim));
+        if (scratch) {
+            attend_one(w->x, w->k, w->v, w->count, w->n, w->dim, w->scale, scratch, scratch + w->n);
+            free(scratch);
+        }
+    }
+    return NULL;
+}
+
+/* Split `units` over up to `threads` threads; `job` describes unit 0 and a unit's strides. */
+static void parallel(Work job, Py_ssize_t units, Py_ssize_t x_stride, Py_ssize_t kv_stride, int threads) {
+    Work work[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int created[MAX_THREADS] = {0};
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > units) threads = (int)(units > 0 ? units : 1);
+    Py_ssize_t per = (units + threads - 1) / threads, start = 0;
+    for (int t = 0; t < threads && start < units; t++) {
+        work[t] = job;
+        work[t].count = units - start < per ? units - start : per;
+        work[t].x = job.x + start * x_stride;
+        if (job.kind == ATTEND) {
+            work[t].k = job.k + start * kv_stride;
+            work[t].v = job.v + start * kv_stride;
+        }
+        start += work[t].count;
+        /* the calling thread takes the last share, and any share whose thread fails to start */
+        if (start < units && pthread_create(&tid[t], NULL, run_work, &work[t]) == 0) created[t] = 1;
+        else run_work(&work[t]);
+    }
+    for (int t = 0; t < threads; t++)
+        if (created[t]) pthread_join(tid[t], NULL);
+}
+
+static int get_floats(PyObject *obj, Py_buffer *view, int writable) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (view->itemsize != 4 || view->format == NULL || strcmp(view->format, "f") != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "expected a float32 buffer");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *softmax_(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_ssize_t n;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "On|i", &obj, &n, &threads)) return NULL;
+    Py_buffer view;
+    if (get_floats(obj, &view, 1) < 0) return NULL;
+    Py_ssize_t total = view.len / 4;
+    if (n <= 0 || total % n != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "last-axis length must divide the buffer");
+        return NULL;
+    }
+    Work job = {SOFTMAX, (float *)view.buf, NULL, NULL, 0, n, 0, 0.f};
+    Py_BEGIN_ALLOW_THREADS parallel(job, total / n, n, 0, threads);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *gelu_(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "O|i", &obj, &threads)) return NULL;
+    Py_buffer view;
+    if (get_floats(obj, &view, 1) < 0) return NULL;
+    Work job = {GELU, (float *)view.buf, NULL, NULL, 0, 0, 0, 0.f};
+    Py_BEGIN_ALLOW_THREADS parallel(job, view.len / 4, 1, 0, threads);
+    Py_END_ALLOW_THREADS PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *attend_one_(PyObject *self, PyObject *args) {
+    PyObject *qo, *ko, *vo;
+    Py_ssize_t length, dim;
+    float scale;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOnnf|i", &qo, &ko, &vo, &length, &dim, &scale, &threads)) return NULL;
+    Py_buffer q, k, v;
+    if (get_floats(qo, &q, 1) < 0) return NULL;
+    if (get_floats(ko, &k, 0) < 0) {
+        PyBuffer_Release(&q);
+        return NULL;
+    }
+    if (get_floats(vo, &v, 0) < 0) {
+        PyBuffer_Release(&q);
+        PyBuffer_Release(&k);
+        return NULL;
+    }
+    Py_ssize_t units = dim > 0 ? q.len / 4 / dim : 0;
+    if (dim <= 0 || length <= 0 || units * dim * 4 != q.len || k.len != units * length * dim * 4 || v.len != k.len) {
+        PyErr_SetString(PyExc_ValueError, "expected q (heads, dim) and k, v (heads, length, dim)");
+    } else {
+        Work job = {ATTEND, (float *)q.buf, (const float *)k.buf, (const float *)v.buf, 0, length, dim, scale};
+        Py_BEGIN_ALLOW_THREADS parallel(job, units, dim, length * dim, threads);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&q);
+    PyBuffer_Release(&k);
+    PyBuffer_Release(&v);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"softmax_", softmax_, METH_VARARGS, "softmax_(buffer, n, threads=1): softmax over rows of n floats, in place"},
+    {"gelu_", gelu_, METH_VARARGS, "gelu_(buffer, threads=1): exact (erf) GELU, in place"},
+    {"attend_one_", attend_one_, METH_VARARGS,
+     "attend_one_(q, k, v, length, dim, scale, threads=1): one query per head against k, v; "
+     "the output replaces q"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -1,0 +1,529 @@
+"""Batched decoding: greedy, sampling (best-of-n) and beam search over rows of different lengths.
+
+openai-whisper's `decode` semantics, row by row, but one tensor program per step: every row of the
+active batch samples in the same column (rows are left-padded), the logit rules are masks built
+on the device from per-row counters, and the host syncs once per step to read the chosen tokens.
+Rows that finish leave the batch (`KVCache.filter`) and queued segments take their place
+(`KVCache.extend`), so the batch stays full.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import mlx.core as mx
+import numpy as np
+
+from .audio import CHUNK_LENGTH, TIME_PRECISION, log_mel_spectrogram
+from .cache import KVCache
+from .model import Whisper
+from .results import DecodingResult, Segment, compression_ratio
+from .tokenizer import Tokenizer, language_code
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """openai-whisper's decoding options (same names and meaning)."""
+
+    task: str = "transcribe"
+    language: str | None = None  # None: detect per row (multilingual models)
+    temperature: float = 0.0
+    sample_len: int | None = None  # most tokens to sample; default n_text_ctx // 2
+    best_of: int | None = None  # independent samples per row when temperature > 0
+    beam_size: int | None = None  # beams per row when temperature == 0
+    patience: float | None = None
+    length_penalty: float | None = None
+    suppress_tokens: str | Sequence[int] | None = "-1"
+    suppress_blank: bool = True
+    without_timestamps: bool = False
+    max_initial_timestamp: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', not {self.task!r}")
+        if self.beam_size is not None and self.best_of is not None:
+            raise ValueError("beam_size and best_of can't be given together")
+        if self.temperature == 0 and self.best_of is not None:
+            raise ValueError("best_of with greedy sampling (temperature 0) is not compatible")
+        if self.temperature > 0 and self.beam_size is not None:
+            raise ValueError("beam_size with sampling (temperature > 0) is not compatible")
+        if self.patience is not None and self.beam_size is None:
+            raise ValueError("patience requires beam_size")
+        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
+            raise ValueError("length_penalty must be between 0 and 1")
+        for name in ("beam_size", "best_of", "sample_len"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+
+    @property
+    def n_group(self) -> int:
+        """Rows per segment: beams, samples, or one."""
+        return self.beam_size or self.best_of or 1
+
+
+@dataclass
+class Item:
+    """One segment to decode: its audio (or features), prompt and language; `key` is the caller's."""
+
+    key: object
+    audio: np.ndarray | None = None
+    features: mx.array | None = None  # (1, n_audio_ctx, n_audio_state), once encoded
+    prompt: tuple[int, ...] = ()  # previous-text tokens, without <|startofprev|>
+    language: str | None = None
+    language_probs: dict[str, float] | None = None
+    duration: float = float(CHUNK_LENGTH)
+
+
+class LogitRules:
+    """openai-whisper's logit filters as vectorized masks: blank and token suppression, timestamp rules."""
+
+    def __init__(self, tokenizer: Tokenizer, options: DecodingOptions, n_vocab: int):
+        self.eot = tokenizer.eot
+        self.timestamps = not options.without_timestamps
+        self.ts_begin = tokenizer.timestamp_begin
+        vocab = np.arange(n_vocab)
+        suppress = np.zeros(n_vocab, bool)
+        suppress[list(suppress_token_ids(tokenizer, options.suppress_tokens))] = True
+        if self.timestamps:
+            suppress[tokenizer.no_timestamps] = True
+        self.suppress = mx.array(suppress)
+        blank = np.zeros(n_vocab, bool)
+        if options.suppress_blank:
+            blank[tokenizer.encode(" ") + [tokenizer.eot]] = True
+        self.blank = mx.array(blank)
+        self.vocab = mx.array(vocab.astype(np.int32))
+        self.max_initial = None
+        if self.timestamps and options.max_initial_timestamp is not None:
+            self.max_initial = self.ts_begin + round(options.max_initial_timestamp / TIME_PRECISION)
+
+    def __call__(self, logits: mx.array, n_sampled: mx.array, last: mx.array, penult: mx.array,
+                 last_ts: mx.array) -> mx.array:
+        """Mask (B, V) logits given each row's count of sampled tokens, its last two tokens and last timestamp."""
+        col = lambda a: a[:, None]  # noqa: E731
+        v = self.vocab[None, :]
+        first = n_sampled == 0
+        mask = self.suppress[None, :] | (col(first) & self.blank[None, :])
+        if self.timestamps:
+            tb = self.ts_begin
+            last_was_ts = last >= tb
+            penult_was_ts = (n_sampled < 2) | (penult >= tb)
+            pair_closed = last_was_ts & penult_was_ts
+            pair_open = last_was_ts & ~penult_was_ts
+            mask |= col(pair_closed) & (v >= tb)  # after a closed pair: text or eot
+            mask |= col(pair_open) & (v < self.eot)  # inside an open pair: a timestamp or eot
+            floor = mx.where(pair_open, last_ts, last_ts + 1)  # never go back in time
+            mask |= col(last_ts >= tb) & (v >= tb) & (v < col(floor))
+            begin = v < tb
+            if self.max_initial is not None:
+                begin |= v > self.max_initial
+            mask |= col(first) & begin
+        logits = mx.where(mask, -mx.inf, logits)
+        if self.timestamps:  # when timestamps outweigh every text token, sample a timestamp
+            ts_mass = mx.logsumexp(logits[:, self.ts_begin :], axis=-1)
+            text_max = logits[:, : self.ts_begin].max(axis=-1)
+            logits = mx.where(col(ts_mass > text_max) & (v < self.ts_begin), -mx.inf, logits)
+        return logits
+
+
+def suppress_token_ids(tokenizer: Tokenizer, suppress_tokens: str | Sequence[int] | None) -> tuple[int, ...]:
+    """openai-whisper's suppression list: '-1' means the non-speech tokens; special tokens always."""
+    if isinstance(suppress_tokens, str):
+        ids = [int(t) for t in suppress_tokens.split(",") if t.strip()]
+    else:
+        ids = list(suppress_tokens or [])
+    if -1 in ids:
+        ids = [t for t in ids if t >= 0] + list(tokenizer.non_speech_tokens)
+    ids += [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm,
+            tokenizer.no_speech]
+    return tuple(sorted(set(ids)))
+
+
+@dataclass
+class _Job:
+    """A segment in flight: its rows (beams or samples) and what the prefill measured."""
+
+    item: Item
+    initial: tuple[int, ...]
+    budget: int
+    no_speech_prob: float = float("nan")
+    finished: dict[tuple[int, ...], float] = field(default_factory=dict)  # beam candidates
+    samples: list[tuple[tuple[int, ...], float]] = field(default_factory=list)
+
+
+class _Rows:
+    """Host-side per-row state of the active batch, in numpy so that updates are vectorized."""
+
+    FIELDS = ("job", "n_sampled", "last", "penult", "last_ts", "budget", "done", "sum_logprob", "tokens")
+
+    def __init__(self, **arrays: np.ndarray):
+        self.__dict__.update(arrays)
+
+    @classmethod
+    def new(cls, jobs: list[int], budgets: list[int], width: int) -> "_Rows":
+        n = len(jobs)
+        return cls(
+            job=np.array(jobs, np.int64), n_sampled=np.zeros(n, np.int32), last=np.full(n, -1, np.int32),
+            penult=np.full(n, -1, np.int32), last_ts=np.full(n, -1, np.int32),
+            budget=np.array(budgets, np.int32), done=np.zeros(n, bool), sum_logprob=np.zeros(n, np.float64),
+            tokens=np.zeros((n, width), np.int32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.job)
+
+    def take(self, idx: np.ndarray) -> "_Rows":
+        return _Rows(**{k: getattr(self, k)[idx] for k in self.FIELDS})
+
+    def concat(self, other: "_Rows") -> "_Rows":
+        return _Rows(**{k: np.concatenate([getattr(self, k), getattr(other, k)]) for k in self.FIELDS})
+
+    def push(self, tokens: np.ndarray, logprobs: np.ndarray, ts_begin: int, eot: int) -> None:
+        """Append each live row's next token; rows that already finished are left as they are."""
+        live = ~self.done
+        rows = np.nonzero(live)[0]
+        tok = tokens[rows]
+        self.tokens[rows, self.n_sampled[rows]] = tok
+        self.sum_logprob[rows] += logprobs[rows]
+        self.penult[rows] = self.last[rows]
+        self.last[rows] = tok
+        self.last_ts[rows] = np.where(tok >= ts_begin, tok, self.last_ts[rows])
+        self.n_sampled[rows] += 1
+        self.done[rows] = (tok == eot) | (self.n_sampled[rows] >= self.budget[rows])
+
+    def device_state(self) -> tuple[mx.array, ...]:
+        return tuple(mx.array(a) for a in (self.n_sampled, self.last, self.penult, self.last_ts))
+
+
+class BatchDecoder:
+    """Decodes a stream of segments with fixed options, keeping up to `batch_size` segments in flight."""
+
+    def __init__(self, model: Whisper, tokenizer: Tokenizer, options: DecodingOptions, seed: int = 0):
+        self.model, self.tokenizer, self.options = model, tokenizer, options
+        self.rules = LogitRules(tokenizer, options, model.dims.n_vocab)
+        self.n_ctx = model.dims.n_text_ctx
+        self.sample_len = options.sample_len or self.n_ctx // 2
+        self.max_candidates = round((options.beam_size or 1) * (options.patience or 1.0))
+        self.key = mx.random.key(seed)
+        self._select = mx.compile(self._select_tokens)
+        self._top = mx.compile(self._top_logprobs)
+
+    # ------------------------------------------------------------ device functions
+
+    def _select_tokens(self, logits, n_sampled, last, penult, last_ts, noise):
+        logits = self.rules(logits.astype(mx.float32), n_sampled, last, penult, last_ts)
+        if self.options.temperature > 0:
+            tokens = mx.argmax(logits / self.options.temperature + noise, axis=-1)
+        else:
+            tokens = mx.argmax(logits, axis=-1)
+        chosen = mx.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
+        return tokens, chosen - mx.logsumexp(logits, axis=-1)
+
+    def _top_logprobs(self, logits, n_sampled, last, penult, last_ts):
+        logits = self.rules(logits.astype(mx.float32), n_sampled, last, penult, last_ts)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        k = self.options.beam_size + 1
+        idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
+        return idx, mx.take_along_axis(logprobs, idx, axis=-1)
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, items: Iterable[Item], batch_size: int) -> Iterator[tuple[Item, DecodingResult]]:
+        """Decode every item; yield (item, result) as each one finishes (not in input order)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        queue = iter(items)
+        pending: deque[Item] = deque()
+        jobs: dict[int, _Job] = {}
+        cache: list[KVCache] | None = None
+        rows: _Rows | None = None
+        next_id, exhausted = 0, False
+        while True:
+            free = batch_size - len(jobs)
+            while not exhausted and len(pending) < free:
+                item = next(queue, None)
+                if item is None:
+                    exhausted = True
+                else:
+                    pending.append(item)
+            last_ones = exhausted and len(pending) <= free
+            if pending and (not jobs or free >= max(1, batch_size // 4) or last_ones):
+                group = [pending.popleft() for _ in range(min(free, len(pending)))]
+                ids = list(range(next_id, next_id + len(group)))
+                next_id += len(group)
+                new_cache, new_rows = self._admit(group, ids, jobs)
+                if rows is None:
+                    cache, rows = new_cache, new_rows
+                else:
+                    for c, n in zip(cache, new_cache):
+                        c.extend(n)
+                    rows = rows.concat(new_rows)
+                yield from self._harvest(jobs, rows)
+            if not jobs:
+                cache = rows = None
+                if exhausted and not pending:
+                    return
+                continue
+            cache, rows = self._compact(cache, rows, jobs)
+            self._step(cache, rows, jobs)
+            yield from self._harvest(jobs, rows)
+
+    def _admit(self, group: list[Item], ids: list[int], jobs: dict[int, _Job]) -> tuple[list[KVCache], _Rows]:
+        """Encode the new segments, detect languages, prefill their prompts and sample a first token."""
+        model, tok = self.model, self.tokenizer
+        missing = [it for it in group if it.features is None]
+        if missing:
+            mel, _ = log_mel_spectrogram([it.audio for it in missing], model.dims.n_mels)
+            features = model.embed_audio(mel)
+            mx.eval(features)
+            for i, it in enumerate(missing):
+                it.features = features[i : i + 1]
+        features = mx.concatenate([it.features for it in group])
+        cross = model.decoder.cross_kv(features)
+        self._detect_languages(group, cross)
+        n = self.options.n_group
+        initial = [self._initial_tokens(it) for it in group]
+        width = max(map(len, initial))
+        pads = [width - len(t) for t in initial for _ in range(n)]
+        repeat = mx.array(np.repeat(np.arange(len(group)), n).astype(np.int32))
+        cache = [KVCache((k[repeat], v[repeat]), pads) for k, v in cross] if n > 1 else [
+            KVCache(kv, pads) for kv in cross]
+        tokens = mx.array([[0] * (width - len(t)) + list(t) for t in initial for _ in range(n)])
+        hidden = model.decoder(tokens, cache=cache)
+        sot_col = mx.array([p + initial[r // n].index(tok.sot) for r, p in enumerate(pads)])
+        sot_logits = model.decoder.project(hidden[mx.arange(len(pads)), sot_col]).astype(mx.float32)
+        no_speech = mx.softmax(sot_logits, axis=-1)[:, tok.no_speech]
+        for job_id, it, init in zip(ids, group, initial):
+            budget = min(self.sample_len, self.n_ctx - len(init) + 1)
+            jobs[job_id] = _Job(it, init, budget)
+        rows = _Rows.new([j for j in ids for _ in range(n)], [jobs[j].budget for j in ids for _ in range(n)],
+                         self.sample_len + 1)
+        self._advance(hidden[:, -1], rows, jobs)
+        for job_id, p in zip(ids, np.array(no_speech)[::n].tolist()):
+            jobs[job_id].no_speech_prob = p
+        return cache, rows
+
+    def _detect_languages(self, group: list[Item], cross: list[tuple[mx.array, mx.array]]) -> None:
+        """Per-row language detection from the logits after <|startoftranscript|> alone."""
+        tok = self.tokenizer
+        if not tok.multilingual:
+            for it in group:
+                it.language = "en"
+            return
+        for it in group:
+            if it.language is not None:
+                it.language = language_code(it.language)
+        todo = [i for i, it in enumerate(group) if it.language is None]
+        if not todo:
+            return
+        idx = mx.array(todo)
+        cache = [KVCache((k[idx], v[idx])) for k, v in cross]
+        hidden = self.model.decoder(mx.full((len(todo), 1), tok.sot), cache=cache)
+        logits = self.model.decoder.project(hidden[:, 0]).astype(mx.float32)
+        lang = logits[:, mx.array(tok.language_tokens)]
+        probs = np.array(mx.softmax(lang, axis=-1))
+        best = np.array(mx.argmax(lang, axis=-1))
+        for row, i in enumerate(todo):
+            group[i].language = tok.language_codes[int(best[row])]
+            group[i].language_probs = dict(zip(tok.language_codes, probs[row].tolist()))
+
+    def _initial_tokens(self, item: Item) -> tuple[int, ...]:
+        tok = self.tokenizer
+        tokens = list(tok.sot_sequence(item.language if tok.multilingual else None, self.options.task))
+        if self.options.without_timestamps:
+            tokens.append(tok.no_timestamps)
+        if item.prompt:
+            tokens = [tok.sot_prev] + list(item.prompt)[-(self.n_ctx // 2 - 1):] + tokens
+        return tuple(tokens)
+
+    def _step(self, cache: list[KVCache], rows: _Rows, jobs: dict[int, _Job]) -> None:
+        tokens = mx.array(np.where(rows.done, self.tokenizer.eot, rows.last)[:, None])
+        hidden = self.model.decoder(tokens, cache=cache)
+        reorder = self._advance(hidden[:, -1], rows, jobs)
+        if reorder is not None:
+            for c in cache:
+                c.permute(reorder.tolist())
+
+    def _advance(self, hidden: mx.array, rows: _Rows, jobs: dict[int, _Job]) -> np.ndarray | None:
+        """Sample each row's next token from its last hidden state (one host sync)."""
+        logits = self.model.decoder.project(hidden)
+        state = rows.device_state()
+        if self.options.beam_size:
+            idx, vals = self._top(logits, *state)
+            return self._beam_update(rows, jobs, np.array(idx), np.array(vals))
+        noise = None
+        if self.options.temperature > 0:
+            self.key, sub = mx.random.split(self.key)
+            noise = mx.random.gumbel(logits.shape, key=sub)
+        tokens, logprobs = self._select(logits, *state, noise)
+        rows.push(np.array(tokens).astype(np.int32), np.array(logprobs).astype(np.float64),
+                  self.tokenizer.timestamp_begin, self.tokenizer.eot)
+        return None
+
+    def _beam_update(self, rows: _Rows, jobs: dict[int, _Job], idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """openai-whisper's beam step for every segment at once; returns the row permutation."""
+        beam, k, eot = self.options.beam_size, idx.shape[1], self.tokenizer.eot
+        n_jobs = len(rows) // beam
+        scores = (rows.sum_logprob[:, None] + vals).reshape(n_jobs, beam * k)
+        first = rows.n_sampled.reshape(n_jobs, beam)[:, 0] == 0
+        scores[first, k:] = -np.inf  # the beams start identical: count their candidates once
+        cand = idx.reshape(n_jobs, beam * k)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        scores = np.take_along_axis(scores, order, 1)
+        cand = np.take_along_axis(cand, order, 1)
+        source = order // k
+        live = ~rows.done.reshape(n_jobs, beam)[:, 0]
+        is_eot = cand == eot
+        before = np.cumsum(~is_eot, axis=1) - ~is_eot  # continuing candidates ranked above
+        keep = ~is_eot & (before < beam)
+        full = set()
+        for j, c in zip(*np.nonzero(is_eot & (before < beam) & live[:, None])):
+            job = jobs[int(rows.job[j * beam])]
+            if len(job.finished) < self.max_candidates:
+                r = j * beam + source[j, c]
+                seq = tuple(rows.tokens[r, : rows.n_sampled[r]].tolist())
+                job.finished.setdefault(seq, float(scores[j, c]))
+            if len(job.finished) >= self.max_candidates:
+                full.add(j)
+        chosen = np.nonzero(keep)[1].reshape(n_jobs, beam)
+        perm = (np.arange(n_jobs)[:, None] * beam + np.take_along_axis(source, chosen, 1)).reshape(-1)
+        perm = np.where(np.repeat(live, beam), perm, np.arange(len(rows)))
+        new_tokens = np.take_along_axis(cand, chosen, 1).reshape(-1)
+        new_scores = np.take_along_axis(scores, chosen, 1).reshape(-1)
+        for name in ("n_sampled", "last", "penult", "last_ts", "tokens"):
+            setattr(rows, name, getattr(rows, name)[perm])
+        rows.sum_logprob = np.where(np.repeat(live, beam), new_scores, rows.sum_logprob)
+        rows.push(new_tokens.astype(np.int32), np.zeros(len(rows)), self.tokenizer.timestamp_begin, eot)
+        for j in full:  # enough finished candidates: the segment is done
+            rows.done[j * beam : (j + 1) * beam] = True
+        return perm
+
+    def _harvest(self, jobs: dict[int, _Job], rows: _Rows) -> Iterator[tuple[Item, DecodingResult]]:
+        """Yield the segments all of whose rows are done."""
+        done_jobs = set(rows.job[rows.done].tolist()) - set(rows.job[~rows.done].tolist())
+        for job_id in sorted(done_jobs & set(jobs)):
+            job = jobs.pop(job_id)
+            r = np.nonzero(rows.job == job_id)[0]
+            yield job.item, self._result(job, rows, r)
+
+    def _compact(self, cache: list[KVCache], rows: _Rows, jobs: dict[int, _Job]):
+        """Drop rows whose segments have left, once they are a quarter of the batch (or all of it)."""
+        keep = np.nonzero(np.isin(rows.job, list(jobs)))[0]
+        if len(rows) - len(keep) >= max(1, len(rows) // 4):
+            for c in cache:
+                c.filter(keep.tolist())
+            rows = rows.take(keep)
+        return cache, rows
+
+    def _result(self, job: _Job, rows: _Rows, r: np.ndarray) -> DecodingResult:
+        tok, eot = self.tokenizer, self.tokenizer.eot
+        if self.options.beam_size:
+            candidates = dict(job.finished)
+            if len(candidates) < self.options.beam_size:  # not enough finished: add the live beams
+                for i in r[np.argsort(-rows.sum_logprob[r], kind="stable")]:
+                    seq = tuple(rows.tokens[i, : rows.n_sampled[i]].tolist()) + (eot,)
+                    candidates.setdefault(seq, float(rows.sum_logprob[i]))
+                    if len(candidates) >= self.options.beam_size:
+                        break
+            seqs = [(tuple(s[: s.index(eot)] if eot in s else s), lp) for s, lp in candidates.items()]
+        else:
+            seqs = []
+            for i in r:
+                t = rows.tokens[i, : rows.n_sampled[i]].tolist()
+                seqs.append((tuple(t[: t.index(eot)] if eot in t else t), float(rows.sum_logprob[i])))
+        tokens, sum_logprob = max(seqs, key=lambda s: self._rank_score(*s))
+        text = tok.decode(list(tokens)).strip()
+        item = job.item
+        probs = item.language_probs
+        return DecodingResult(
+            text=text,
+            tokens=tokens,
+            segments=split_segments(list(tokens), tok, item.duration),
+            language=item.language,
+            language_probability=probs[item.language] if probs else None,
+            avg_logprob=sum_logprob / (len(tokens) + 1),
+            no_speech_prob=job.no_speech_prob,
+            compression_ratio=compression_ratio(text),
+            temperature=self.options.temperature,
+            language_probs=probs,
+        )
+
+    def _rank_score(self, tokens: tuple[int, ...], logprob: float) -> float:
+        length = len(tokens)
+        penalty = length if self.options.length_penalty is None else ((5 + length) / 6) ** self.options.length_penalty
+        return logprob / penalty if penalty else logprob
+
+
+def split_segments(tokens: list[int], tokenizer: Tokenizer, duration: float) -> tuple[Segment, ...]:
+    """Segments from timestamp tokens, as openai-whisper's transcribe cuts one window.
+
+    Text after the last closed pair (no closing timestamp) is kept as a final segment that ends
+    at `duration` rather than dropped: each window is decoded once, so nothing may be lost.
+    """
+    tb = tokenizer.timestamp_begin
+    is_ts = [t >= tb for t in tokens]
+    text_of = lambda ts: tokenizer.decode([t for t in ts if t < tokenizer.eot])  # noqa: E731
+    time_of = lambda t: round((t - tb) * TIME_PRECISION, 2)  # noqa: E731
+    consecutive = [i for i in range(1, len(tokens)) if is_ts[i - 1] and is_ts[i]]
+    if not consecutive:
+        timestamps = [t for t in tokens if t >= tb]
+        end = time_of(timestamps[-1]) if timestamps and timestamps[-1] != tb else duration
+        text = text_of(tokens)
+        return (Segment(0.0, end, text, tuple(tokens)),) if text.strip() else ()
+    single_ending = is_ts[-2:] == [False, True]
+    cuts = consecutive + ([len(tokens)] if single_ending else [])
+    segments, last = [], 0
+    for cut in cuts:
+        part = tokens[last:cut]
+        segments.append(Segment(time_of(part[0]), time_of(part[-1]), text_of(part), tuple(part)))
+        last = cut
+    tail = tokens[last:]
+    if tail and text_of(tail).strip():
+        start = time_of(tail[0]) if tail[0] >= tb else segments[-1].end
+        segments.append(Segment(start, max(start, duration), text_of(tail), tuple(tail)))
+    return tuple(s for s in segments if s.text.strip())
+
+
+@dataclass(frozen=True)
+class FallbackOptions:
+    """openai-whisper's temperature fallback: retry rows whose output looks wrong, hotter."""
+
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+
+    def needs_fallback(self, r: DecodingResult) -> bool:
+        too_low = self.logprob_threshold is not None and r.avg_logprob < self.logprob_threshold
+        if self.no_speech_threshold is not None and too_low and r.no_speech_prob > self.no_speech_threshold:
+            return False  # silence
+        repetitive = self.compression_ratio_threshold is not None and r.compression_ratio > self.compression_ratio_threshold
+        return repetitive or too_low
+
+
+def decode_with_fallback(
+    model: Whisper, tokenizer: Tokenizer, items: Iterable[Item], options: DecodingOptions,
+    fallback: FallbackOptions, batch_size: int, best_of: int = 5, seed: int = 0,
+) -> Iterator[tuple[Item, DecodingResult]]:
+    """Decode at the first temperature; rows that need it go again at the next, in batched passes.
+
+    At temperature 0 the options' beam_size (if any) applies; above 0, best_of samples per row.
+    Yields (item, result) as results become final.
+    """
+    stream: Iterable[Item] = items
+    temperatures = fallback.temperatures
+    for n, t in enumerate(temperatures):
+        opts = replace(options, temperature=t, beam_size=options.beam_size if t == 0 else None,
+                       patience=options.patience if t == 0 else None, best_of=best_of if t > 0 else None)
+        retry: list[tuple[Item, DecodingResult]] = []
+        for item, result in BatchDecoder(model, tokenizer, opts, seed=seed + n).run(stream, batch_size):
+            if n + 1 < len(temperatures) and fallback.needs_fallback(result):
+                retry.append((item, result))
+            else:
+                item.features = None
+                yield item, result
+        if not retry:
+            return
+        stream = [item for item, _ in retry]

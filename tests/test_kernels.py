@@ -1,0 +1,67 @@
+"""The native CPU kernels against MLX's own operations and float64 references."""
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from mlxbatchwhisper import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.native_available(), reason="native CPU kernels not built")
+
+
+def f64_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_softmax_in_place(threads):
+    x = mx.random.normal((2, 5, 300, 1500), key=mx.random.key(0)) * 4
+    mx.eval(x)
+    ref = f64_softmax(np.array(x))
+    kernels._kernels.softmax_(x, 1500, threads)
+    assert np.abs(np.array(x) - ref).max() < 2e-6
+
+
+def test_gelu_in_place_is_exact():
+    x = mx.linspace(-12, 12, 300001)
+    mx.eval(x)
+    exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in np.array(x).astype(np.float64)])
+    kernels._kernels.gelu_(x, 2)
+    assert np.abs(np.array(x) - exact).max() < 2e-6
+
+
+def test_one_query_attention_matches_sdpa():
+    key = mx.random.key(1)
+    q, k, v = (mx.random.normal(s, key=kk) for s, kk in zip(
+        [(3, 6, 1, 64), (3, 6, 1500, 64), (3, 6, 1500, 64)], mx.random.split(key, 3)))
+    ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
+    assert np.abs(np.array(kernels.cross_attention(q, k, v)) - np.array(ref)).max() < 1e-5
+
+
+def test_encoder_attention_and_gelu_match_mlx():
+    key = mx.random.key(2)
+    q, k, v = (mx.random.normal((2, 6, 200, 64), key=kk) for kk in mx.random.split(key, 3))
+    ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
+    assert np.abs(np.array(kernels.attention(q, k, v)) - np.array(ref)).max() < 1e-5
+    x = mx.random.normal((2, 100, 256), key=key) * 3
+    assert np.abs(np.array(kernels.gelu(x * 1)) - np.array(nn.gelu(x))).max() < 1e-5
+
+
+def test_short_or_half_precision_inputs_use_mlx():
+    x = mx.random.normal((1, 8, 32))
+    assert not kernels._native(x, x.shape[-2])
+    assert not kernels._native(x.astype(mx.float16), 1500)
+
+
+def test_wrong_buffers_are_refused():
+    with pytest.raises(TypeError, match="float32"):
+        kernels._kernels.gelu_(mx.zeros((4,), mx.float16))
+    with pytest.raises(ValueError, match="divide"):
+        kernels._kernels.softmax_(mx.zeros((10,)), 3)
+    with pytest.raises(ValueError, match="heads"):
+        kernels._kernels.attend_one_(mx.zeros((2, 64)), mx.zeros((2, 10, 64)), mx.zeros((2, 11, 64)), 10, 64, 0.1)
