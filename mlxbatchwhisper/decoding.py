@@ -193,12 +193,41 @@ class _Rows:
         self.n_sampled[rows] += 1
         self.done[rows] = (tok == eot) | (self.n_sampled[rows] >= self.budget[rows])
 
-    def device_state(self) -> tuple[mx.array, ...]:
-        return tuple(mx.array(a) for a in (self.n_sampled, self.last, self.penult, self.last_ts))
+    def counters(self) -> np.ndarray:
+        """(4, B) int32: tokens sampled, last token, the one before, last timestamp (-1: none)."""
+        return np.stack([self.n_sampled, self.last, self.penult, self.last_ts]).astype(np.int32)
+
+
+@dataclass
+class _Batch:
+    """The rows in flight: their KV caches, host-side history, and the rule counters as the device sees them."""
+
+    cache: list[KVCache]
+    rows: _Rows
+    state: mx.array  # (4, B) int32: tokens sampled, last token, the one before, last timestamp
+
+    def take(self, keep: np.ndarray) -> None:
+        for c in self.cache:
+            c.filter(keep.tolist())
+        self.rows = self.rows.take(keep)
+        self.state = self.state[:, mx.array(keep.astype(np.int32))]
+
+    def extend(self, other: "_Batch") -> None:
+        for c, n in zip(self.cache, other.cache):
+            c.extend(n)
+        self.rows = self.rows.concat(other.rows)
+        self.state = mx.concatenate([self.state, other.state], axis=1)
 
 
 class BatchDecoder:
-    """Decodes a stream of segments with fixed options, keeping up to `batch_size` segments in flight."""
+    """Decodes a stream of segments with fixed options, keeping up to `batch_size` segments in flight.
+
+    Greedy and sampling steps are pipelined: step k+1 is queued on the device before the host
+    reads step k's tokens, so the device never waits for the host; the host catches up before
+    the batch changes shape. Beam search needs the host's choice of beams at every step.
+    """
+
+    ENCODE_BATCH = 8  # windows per encoder call: bounds activation memory, already saturates BLAS/GPU
 
     def __init__(self, model: Whisper, tokenizer: Tokenizer, options: DecodingOptions, seed: int = 0):
         self.model, self.tokenizer, self.options = model, tokenizer, options
@@ -212,17 +241,21 @@ class BatchDecoder:
 
     # ------------------------------------------------------------ device functions
 
-    def _select_tokens(self, logits, n_sampled, last, penult, last_ts, noise):
+    def _select_tokens(self, logits, state, noise):
+        """Next tokens, their log-probabilities, and the rule counters after them."""
+        n_sampled, last, penult, last_ts = state[0], state[1], state[2], state[3]
         logits = self.rules(logits.astype(mx.float32), n_sampled, last, penult, last_ts)
         if self.options.temperature > 0:
             tokens = mx.argmax(logits / self.options.temperature + noise, axis=-1)
         else:
             tokens = mx.argmax(logits, axis=-1)
+        tokens = tokens.astype(mx.int32)
         chosen = mx.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
-        return tokens, chosen - mx.logsumexp(logits, axis=-1)
+        stamp = mx.where(tokens >= self.tokenizer.timestamp_begin, tokens, last_ts)
+        return tokens, chosen - mx.logsumexp(logits, axis=-1), mx.stack([n_sampled + 1, tokens, last, stamp])
 
-    def _top_logprobs(self, logits, n_sampled, last, penult, last_ts):
-        logits = self.rules(logits.astype(mx.float32), n_sampled, last, penult, last_ts)
+    def _top_logprobs(self, logits, state):
+        logits = self.rules(logits.astype(mx.float32), state[0], state[1], state[2], state[3])
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         k = self.options.beam_size + 1
         idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
@@ -234,51 +267,64 @@ class BatchDecoder:
         """Decode every item; yield (item, result) as each one finishes (not in input order)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        queue = iter(items)
-        pending: deque[Item] = deque()
+        source = iter(items)
+        queue: deque[Item] = deque()
         jobs: dict[int, _Job] = {}
-        cache: list[KVCache] | None = None
-        rows: _Rows | None = None
+        batch: _Batch | None = None
+        launched = None  # a queued step whose tokens the host has not read yet
         next_id, exhausted = 0, False
         while True:
             free = batch_size - len(jobs)
-            while not exhausted and len(pending) < free:
-                item = next(queue, None)
+            while not exhausted and len(queue) < free:
+                item = next(source, None)
                 if item is None:
                     exhausted = True
                 else:
-                    pending.append(item)
-            last_ones = exhausted and len(pending) <= free
-            if pending and (not jobs or free >= max(1, batch_size // 4) or last_ones):
-                group = [pending.popleft() for _ in range(min(free, len(pending)))]
+                    queue.append(item)
+            admit = queue and (not jobs or free >= max(1, batch_size // 4) or (exhausted and len(queue) <= free))
+            dead = 0 if batch is None else int((~np.isin(batch.rows.job, list(jobs))).sum())
+            compact = batch is not None and (not jobs or dead >= max(1, len(batch.rows) // 4))
+            if launched is not None and (admit or compact):
+                self._absorb(launched, batch.rows)  # catch up before the batch changes shape
+                launched = None
+                yield from self._harvest(jobs, batch.rows)
+                continue
+            if compact:
+                keep = np.nonzero(np.isin(batch.rows.job, list(jobs)))[0]
+                if len(keep):
+                    batch.take(keep)
+                else:
+                    batch = None
+            if admit:
+                group = [queue.popleft() for _ in range(min(free, len(queue)))]
                 ids = list(range(next_id, next_id + len(group)))
                 next_id += len(group)
-                new_cache, new_rows = self._admit(group, ids, jobs)
-                if rows is None:
-                    cache, rows = new_cache, new_rows
+                new = self._admit(group, ids, jobs)
+                if batch is None:
+                    batch = new
                 else:
-                    for c, n in zip(cache, new_cache):
-                        c.extend(n)
-                    rows = rows.concat(new_rows)
-                yield from self._harvest(jobs, rows)
+                    batch.extend(new)
+                yield from self._harvest(jobs, batch.rows)
             if not jobs:
-                cache = rows = None
-                if exhausted and not pending:
+                if exhausted and not queue:
                     return
                 continue
-            cache, rows = self._compact(cache, rows, jobs)
-            self._step(cache, rows, jobs)
-            yield from self._harvest(jobs, rows)
+            step = self._launch(batch, jobs)
+            if launched is not None:
+                self._absorb(launched, batch.rows)
+            launched = step
+            yield from self._harvest(jobs, batch.rows)
 
-    def _admit(self, group: list[Item], ids: list[int], jobs: dict[int, _Job]) -> tuple[list[KVCache], _Rows]:
+    def _admit(self, group: list[Item], ids: list[int], jobs: dict[int, _Job]) -> _Batch:
         """Encode the new segments, detect languages, prefill their prompts and sample a first token."""
         model, tok = self.model, self.tokenizer
         missing = [it for it in group if it.features is None]
-        if missing:
-            mel, _ = log_mel_spectrogram([it.audio for it in missing], model.dims.n_mels)
+        for start in range(0, len(missing), self.ENCODE_BATCH):
+            chunk = missing[start : start + self.ENCODE_BATCH]
+            mel, _ = log_mel_spectrogram([it.audio for it in chunk], model.dims.n_mels)
             features = model.embed_audio(mel)
             mx.eval(features)
-            for i, it in enumerate(missing):
+            for i, it in enumerate(chunk):
                 it.features = features[i : i + 1]
         features = mx.concatenate([it.features for it in group])
         cross = model.decoder.cross_kv(features)
@@ -296,14 +342,43 @@ class BatchDecoder:
         sot_logits = model.decoder.project(hidden[mx.arange(len(pads)), sot_col]).astype(mx.float32)
         no_speech = mx.softmax(sot_logits, axis=-1)[:, tok.no_speech]
         for job_id, it, init in zip(ids, group, initial):
-            budget = min(self.sample_len, self.n_ctx - len(init) + 1)
-            jobs[job_id] = _Job(it, init, budget)
+            jobs[job_id] = _Job(it, init, min(self.sample_len, self.n_ctx - len(init) + 1))
         rows = _Rows.new([j for j in ids for _ in range(n)], [jobs[j].budget for j in ids for _ in range(n)],
                          self.sample_len + 1)
-        self._advance(hidden[:, -1], rows, jobs)
+        batch = _Batch(cache, rows, mx.array(rows.counters()))
+        self._absorb(self._sample(hidden[:, -1], batch, jobs), rows)
         for job_id, p in zip(ids, np.array(no_speech)[::n].tolist()):
             jobs[job_id].no_speech_prob = p
-        return cache, rows
+        return batch
+
+    def _launch(self, batch: _Batch, jobs: dict[int, _Job]):
+        """Queue one decoding step for every row; returns what `_absorb` reads (None for beams: done)."""
+        hidden = self.model.decoder(batch.state[1][:, None], cache=batch.cache)
+        return self._sample(hidden[:, -1], batch, jobs)
+
+    def _sample(self, hidden: mx.array, batch: _Batch, jobs: dict[int, _Job]):
+        logits = self.model.decoder.project(hidden)
+        if self.options.beam_size:
+            idx, vals = self._top(logits, batch.state)
+            perm = self._beam_update(batch.rows, jobs, np.array(idx), np.array(vals))
+            for c in batch.cache:
+                c.permute(perm.tolist())
+            batch.state = mx.array(batch.rows.counters())
+            return None
+        noise = None
+        if self.options.temperature > 0:
+            self.key, sub = mx.random.split(self.key)
+            noise = mx.random.gumbel(logits.shape, key=sub)
+        tokens, logprobs, batch.state = self._select(logits, batch.state, noise)
+        mx.async_eval(tokens, logprobs, batch.state)
+        return tokens, logprobs
+
+    def _absorb(self, launched, rows: _Rows) -> None:
+        """Read a queued step's tokens into the host's history (waits for the device)."""
+        if launched is not None:
+            tokens, logprobs = launched
+            rows.push(np.array(tokens), np.array(logprobs).astype(np.float64),
+                      self.tokenizer.timestamp_begin, self.tokenizer.eot)
 
     def _detect_languages(self, group: list[Item], cross: list[tuple[mx.array, mx.array]]) -> None:
         """Per-row language detection from the logits after <|startoftranscript|> alone."""
@@ -337,30 +412,6 @@ class BatchDecoder:
         if item.prompt:
             tokens = [tok.sot_prev] + list(item.prompt)[-(self.n_ctx // 2 - 1):] + tokens
         return tuple(tokens)
-
-    def _step(self, cache: list[KVCache], rows: _Rows, jobs: dict[int, _Job]) -> None:
-        tokens = mx.array(np.where(rows.done, self.tokenizer.eot, rows.last)[:, None])
-        hidden = self.model.decoder(tokens, cache=cache)
-        reorder = self._advance(hidden[:, -1], rows, jobs)
-        if reorder is not None:
-            for c in cache:
-                c.permute(reorder.tolist())
-
-    def _advance(self, hidden: mx.array, rows: _Rows, jobs: dict[int, _Job]) -> np.ndarray | None:
-        """Sample each row's next token from its last hidden state (one host sync)."""
-        logits = self.model.decoder.project(hidden)
-        state = rows.device_state()
-        if self.options.beam_size:
-            idx, vals = self._top(logits, *state)
-            return self._beam_update(rows, jobs, np.array(idx), np.array(vals))
-        noise = None
-        if self.options.temperature > 0:
-            self.key, sub = mx.random.split(self.key)
-            noise = mx.random.gumbel(logits.shape, key=sub)
-        tokens, logprobs = self._select(logits, *state, noise)
-        rows.push(np.array(tokens).astype(np.int32), np.array(logprobs).astype(np.float64),
-                  self.tokenizer.timestamp_begin, self.tokenizer.eot)
-        return None
 
     def _beam_update(self, rows: _Rows, jobs: dict[int, _Job], idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
         """openai-whisper's beam step for every segment at once; returns the row permutation."""
@@ -407,15 +458,6 @@ class BatchDecoder:
             job = jobs.pop(job_id)
             r = np.nonzero(rows.job == job_id)[0]
             yield job.item, self._result(job, rows, r)
-
-    def _compact(self, cache: list[KVCache], rows: _Rows, jobs: dict[int, _Job]):
-        """Drop rows whose segments have left, once they are a quarter of the batch (or all of it)."""
-        keep = np.nonzero(np.isin(rows.job, list(jobs)))[0]
-        if len(rows) - len(keep) >= max(1, len(rows) // 4):
-            for c in cache:
-                c.filter(keep.tolist())
-            rows = rows.take(keep)
-        return cache, rows
 
     def _result(self, job: _Job, rows: _Rows, r: np.ndarray) -> DecodingResult:
         tok, eot = self.tokenizer, self.tokenizer.eot

@@ -158,7 +158,9 @@ class TextDecoder(nn.Module):
             cross = self.cross_kv(audio_features)
             mask = "causal" if length > 1 else None
         else:
-            pos = self.positional_embedding[cache[0].positions(length)]
+            # rows that already finished may run past the last position: clamp, their output is unused
+            positions = mx.minimum(cache[0].positions(length), self.positional_embedding.shape[0] - 1)
+            pos = self.positional_embedding[positions]
             cross = [c.cross_kv for c in cache]
             mask = cache[0].mask(length)
         x = self.token_embedding(tokens) + pos
