@@ -1,14 +1,14 @@
 """Regenerate mlxbatchwhisper/assets/silero_vad_16k.safetensors from the silero-vad wheel.
 
     pip download --no-deps silero-vad -d /tmp/silero
-    unzip -o -q /tmp/silero/silero_vad-*.whl -d /tmp/silero  # optional; tests/test_vad.py
-    python scripts/make_vad_weights.py /tmp/silero/silero_vad-*.whl  # or: /tmp/silero
+    python scripts/make_vad_weights.py /tmp/silero/silero_vad-*.whl
 
-The argument is the wheel or the folder it was unpacked into (tests/test_vad.py looks for
-that folder's silero_vad/data/silero_vad.onnx, see MLXBW_SILERO_ONNX there). The weights are read from
-the wheel's TorchScript model (`silero_vad/data/silero_vad.jit`, its 16 kHz sub-model),
-because that model and `silero_vad.onnx` are the v6 network, whereas the wheel's
-`silero_vad_16k.safetensors` (6.2.3) holds different weights that match neither.
+The argument is the wheel or the folder it was unpacked into; tests/test_vad.py expects it
+unpacked with `unzip -o -q /tmp/silero/silero_vad-*.whl -d /tmp/silero` (MLXBW_SILERO_ONNX).
+
+The weights are read from the wheel's TorchScript model (`silero_vad/data/silero_vad.jit`,
+its 16 kHz sub-model): that model and `silero_vad.onnx` are the v6 network, whereas the
+wheel's `silero_vad_16k.safetensors` (in 6.2.3) holds other weights that match neither.
 Needs torch. Also copies the wheel's MIT license next to the weights.
 """
 
@@ -30,7 +30,8 @@ JIT = "silero_vad/data/silero_vad.jit"
 def read_member(source: Path, suffix: str) -> bytes:
     """Bytes of the file whose path ends with `suffix`, from a wheel or an unpacked folder."""
     if source.is_dir():
-        matches = [p for p in source.rglob("*") if p.as_posix().endswith(suffix)]
+        found = source.rglob(Path(suffix).name)
+        matches = sorted(p for p in found if p.as_posix().endswith(suffix))
         if not matches:
             raise FileNotFoundError(f"no {suffix} under {source}")
         return matches[0].read_bytes()
@@ -67,7 +68,8 @@ def main() -> None:
     jit = torch.jit.load(io.BytesIO(read_member(args.wheel, JIT)), map_location="cpu")
     weights = convert(jit._model.state_dict())
     args.out.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(args.out / "silero_vad_16k.safetensors"), metadata={"source": "silero-vad " + JIT})
+    metadata = {"source": f"silero-vad {JIT}"}
+    save_file(weights, str(args.out / "silero_vad_16k.safetensors"), metadata=metadata)
     (args.out / "SILERO_VAD_LICENSE").write_bytes(read_member(args.wheel, "licenses/LICENSE"))
     for name, value in weights.items():
         print(f"{name:16s} {tuple(value.shape)}")
