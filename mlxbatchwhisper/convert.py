@@ -1,0 +1,60 @@
+"""Convert any checkpoint `load_model` reads into the mlx-community layout, optionally quantized."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .checkpoints import build_model, read_checkpoint, resolve
+from .model import Whisper
+from .quantize import float_layers, is_uniform, quantize_model
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What `convert` wrote."""
+
+    path: Path
+    bytes_on_disk: int
+    quantization: dict | None
+    float_layers: tuple[str, ...]
+    mlx_whisper_compatible: bool
+
+
+def save_model(model: Whisper, out: str | os.PathLike, quantization: dict | None = None) -> int:
+    """Write config.json and weights.safetensors (mlx-community layout); return the bytes written.
+
+    `out` must not exist yet.
+    """
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; refusing to overwrite it")
+    out.mkdir(parents=True)
+    config = {**model.dims.to_dict(), "model_type": "whisper"}
+    if quantization:
+        config["quantization"] = quantization
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    weights = dict(nn.utils.tree_flatten(model.parameters()))
+    mx.save_safetensors(str(out / "weights.safetensors"), weights, metadata={"format": "mlx"})
+    return sum(f.stat().st_size for f in out.iterdir())
+
+
+def convert(
+    src: str | os.PathLike, out: str | os.PathLike, dtype: str = "float16", quantize: bool = False,
+    bits: int = 4, group_size: int = 64, recipe: str = "default",
+) -> Conversion:
+    """Read `src` (a path, model name or hub id), cast to `dtype`, quantize if asked, and save to `out`.
+
+    A quantized source is expanded to float first (and quantized again only with `quantize`).
+    """
+    if Path(out).exists():
+        raise FileExistsError(f"{out} exists; refusing to overwrite it")
+    model = build_model(read_checkpoint(resolve(src)), dtype, dequantize=True)
+    block = quantize_model(model, bits, group_size, recipe) if quantize else None
+    size = save_model(model, out, block)
+    return Conversion(Path(out), size, block, tuple(float_layers(block or {})), block is None or is_uniform(block))

@@ -1,0 +1,119 @@
+"""From speech regions to decoding windows, and from window results back to files.
+
+Pure functions on numbers (seconds), whisperX's `merge_chunks` semantics:
+1. a speech region longer than `chunk_size` is split at its least speech-like frame (lowest
+   speech probability, or lowest energy when no probabilities are given) in the second half
+   of the part that overflows, so every piece fits and cuts fall in pauses;
+2. consecutive regions of a file are merged greedily into windows spanning at most
+   `chunk_size` seconds (the pauses between them included);
+3. windows of all files are pooled and sorted longest first, so that batches hold windows
+   of similar length (less padding, rows that finish together);
+4. where Whisper stops before a window's speech ends (it tends to leave a sentence that ends
+   near the window's edge to the next window, as openai-whisper's seeking expects), the
+   `remainder` of the window is decoded again, in a later batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAME = 512 / 16000  # seconds per score frame (Silero VAD's chunk)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A span of one input to decode as a unit; `regions` are the speech regions inside it."""
+
+    source: int
+    start: float
+    end: float
+    regions: tuple[tuple[float, float], ...]
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def frame_energy(audio: np.ndarray, frame: int = 512, block: int = 4096) -> np.ndarray:
+    """Mean square of each `frame`-sample frame: a score for where to cut without VAD.
+
+    Computed `block` frames at a time, so a file-backed input is never copied whole.
+    """
+    n = len(audio) // frame
+    out = np.empty(n, np.float32)
+    for i in range(0, n, block):
+        j = min(n, i + block)
+        out[i:j] = np.square(np.asarray(audio[i * frame : j * frame], np.float32).reshape(j - i, frame)).mean(axis=1)
+    return out
+
+
+def split_long(regions: Sequence[tuple[float, float]], chunk_size: float, scores: np.ndarray | None,
+               frame: float = FRAME) -> list[tuple[float, float]]:
+    """Split every region longer than `chunk_size` at its lowest-scoring frame, as often as needed.
+
+    The cut is searched in [start + chunk_size / 2, start + chunk_size) of the remaining part;
+    without scores (or frames there) it falls at start + chunk_size.
+    """
+    out = []
+    for start, end in regions:
+        while end - start > chunk_size:
+            cut = start + chunk_size
+            if scores is not None and len(scores):
+                lo, hi = int(np.ceil((start + chunk_size / 2) / frame)), int((start + chunk_size) / frame)
+                hi = min(hi, len(scores))
+                if hi > lo:
+                    cut = (lo + int(np.argmin(scores[lo:hi]))) * frame
+            out.append((start, cut))
+            start = cut
+        if end > start:
+            out.append((start, end))
+    return out
+
+
+def merge_regions(regions: Sequence[tuple[float, float]], chunk_size: float) -> list[list[tuple[float, float]]]:
+    """Group consecutive regions (each ≤ chunk_size) into runs spanning at most chunk_size."""
+    groups: list[list[tuple[float, float]]] = []
+    for region in regions:
+        if groups and region[1] - groups[-1][0][0] <= chunk_size:
+            groups[-1].append(region)
+        else:
+            groups.append([region])
+    return groups
+
+
+def plan_windows(speech: Sequence[Sequence[tuple[float, float]]], chunk_size: float = 30.0,
+                 scores: Sequence[np.ndarray | None] | None = None) -> list[Window]:
+    """Windows for every input (`speech[i]` are input i's sorted speech regions), longest first."""
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+    windows = []
+    for source, regions in enumerate(speech):
+        s = scores[source] if scores is not None else None
+        pieces = split_long(sorted((float(a), float(b)) for a, b in regions if b > a), chunk_size, s)
+        for group in merge_regions(pieces, chunk_size):
+            windows.append(Window(source, group[0][0], group[-1][1], tuple(group)))
+    return sorted(windows, key=lambda w: (-w.duration, w.source, w.start))
+
+
+def remainder(window: Window, covered: float, min_progress: float = 1.0, min_speech: float = 0.5) -> Window | None:
+    """What is left of `window` after its first `covered` seconds, if it still holds speech.
+
+    The remainder starts at the first speech after the covered part. None when less than
+    `min_speech` seconds of speech are left, or when `covered` is under `min_progress` (so that
+    continuing always moves forward).
+    """
+    cut = window.start + covered
+    regions = tuple((max(a, cut), b) for a, b in window.regions if b > cut)
+    if covered < min_progress or sum(b - a for a, b in regions) < min_speech:
+        return None
+    return Window(window.source, regions[0][0], window.end, regions)
+
+
+def to_file_time(window: Window, start: float, end: float) -> tuple[float, float]:
+    """A segment's window-relative times on its input's timeline, kept inside the window."""
+    a = min(window.start + max(start, 0.0), window.end)
+    b = min(window.start + max(end, 0.0), window.end)
+    return round(a, 3), round(max(a, b), 3)

@@ -1,0 +1,161 @@
+"""Long-form transcription: VAD windows pooled across files, against openai-whisper's transcribe()."""
+
+import json
+import subprocess
+import sys
+import wave
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from mlxbatchwhisper import BatchedWhisper
+from mlxbatchwhisper.cli.transcribe import main as cli
+from mlxbatchwhisper.writers import parse_subtitles
+from reference import DATA, corpus_audio, manifest, openai_model, wer
+
+whisper = pytest.importorskip("whisper")
+
+
+@lru_cache(maxsize=None)
+def model(name: str = "tiny.en") -> BatchedWhisper:
+    return BatchedWhisper.from_pretrained(name)
+
+
+def text_of(result: dict) -> str:
+    return " ".join(s["text"] for s in result["segments"])
+
+
+def write_wav(path, audio: np.ndarray, rate: int = 16000, channels: int = 1) -> None:
+    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+@pytest.mark.parametrize("name", ["long_60s", "long_form"])
+def test_long_form_wer_within_half_a_point_of_openai(name):
+    audio = corpus_audio(name)
+    ref_text = manifest()[name]["text"]
+    ours = model().transcribe_audio(audio, batch_size=16)[0]
+    import torch
+
+    torch.manual_seed(0)  # openai-whisper's temperature fallback samples with torch's generator
+    theirs = whisper.transcribe(openai_model("tiny.en"), audio, fp16=False, language="en")
+    ours_wer, their_wer = wer([ref_text], [text_of(ours)]), wer([ref_text], [theirs["text"]])
+    print(f"{name}: WER ours {ours_wer:.4f}, openai-whisper {their_wer:.4f}")
+    assert ours_wer <= their_wer + 0.005
+    starts = [s["start"] for s in ours["segments"]]
+    assert starts == sorted(starts)
+    assert all(0 <= s["start"] <= s["end"] <= len(audio) / 16000 for s in ours["segments"])
+    assert ours["language"] == "en"
+
+
+def test_pooled_files_give_each_file_its_own_text(tmp_path):
+    inputs = [corpus_audio("long_60s"), DATA / "d03.wav", corpus_audio("d07")]
+    pooled = model().transcribe_audio(inputs, batch_size=4)
+    for x, result in zip(inputs, pooled):
+        alone = model().transcribe_audio([x], batch_size=4)[0]
+        assert [(s["start"], s["end"], s["text"]) for s in result["segments"]] == [
+            (s["start"], s["end"], s["text"]) for s in alone["segments"]]
+        # log-probabilities agree to BLAS rounding (batch shapes differ)
+        assert all(abs(a["avg_logprob"] - b["avg_logprob"]) < 1e-5 for a, b in zip(result["segments"], alone["segments"]))
+    assert "honey" in text_of(pooled[1])
+
+
+def test_multilingual_files_are_detected_per_window():
+    results = BatchedWhisper.from_pretrained("base").transcribe_audio([DATA / "f01.wav", DATA / "g01.wav"])
+    assert [r["language"] for r in results] == ["fr", "de"]
+
+
+def test_external_vad_segments_and_no_vad(tmp_path):
+    audio = corpus_audio("long_60s")
+    from mlxbatchwhisper import vad
+
+    regions = vad.get_speech_timestamps(audio)
+    given = model().transcribe_audio(audio, vad_segments=[regions])[0]
+    assert [s["text"] for s in given["segments"]] == [s["text"] for s in model().transcribe_audio(audio)[0]["segments"]]
+    whole = model().transcribe_audio(audio, vad=False)[0]
+    assert wer([manifest()["long_60s"]["text"]], [text_of(whole)]) < 0.3
+
+
+def test_files_of_any_rate_and_layout(tmp_path):
+    speech = corpus_audio("d01")
+    rate8k = tmp_path / "d01_8k.wav"
+    write_wav(rate8k, speech[::2], rate=8000)
+    stereo = tmp_path / "d01_stereo.wav"
+    write_wav(stereo, np.repeat(speech, 2), channels=2)
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, np.zeros(16000 * 20, np.float32))
+    empty = tmp_path / "empty.wav"
+    write_wav(empty, np.zeros(0, np.float32))
+    results = model().transcribe_audio([rate8k, stereo, silence, empty])
+    assert "station" in text_of(results[0]) and "station" in text_of(results[1])
+    assert results[2]["segments"] == [] and results[3]["segments"] == []
+
+
+def test_bad_inputs_are_reported_and_the_others_finish(tmp_path):
+    corrupt = tmp_path / "corrupt.mp3"
+    corrupt.write_bytes(b"ID3 this is not audio" * 10)
+    inputs = [tmp_path / "missing.wav", corrupt, DATA / "d02.wav", np.zeros((100, 2), np.float32)]
+    out = dict(model().transcribe_audio_iter(inputs, on_error="yield"))
+    assert isinstance(out[0], FileNotFoundError)
+    assert isinstance(out[1], ValueError) and "corrupt.mp3" in str(out[1])
+    assert isinstance(out[3], ValueError) and "mix it down" in str(out[3])
+    assert "map" in text_of(out[2])
+    with pytest.raises(FileNotFoundError):
+        model().transcribe_audio([tmp_path / "missing.wav"])
+    with pytest.raises(ValueError, match="chunk_size"):
+        model().transcribe_audio([corpus_audio("d01")], chunk_size=45)
+
+
+def test_cli_writes_every_format_and_reports_failures(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli([str(DATA / "long_60s.wav"), "-o", str(out), "--batch-size", "8"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"long_60s.{f}" for f in ("srt", "vtt", "json", "txt", "tsv"))
+    result = json.loads((out / "long_60s.json").read_text())
+    for fmt in ("srt", "vtt"):
+        cues = parse_subtitles((out / f"long_60s.{fmt}").read_text())
+        assert [(round(a, 3), round(b, 3), t) for a, b, t in cues] == [
+            (round(s["start"], 3), round(s["end"], 3), s["text"]) for s in result["segments"]]
+    assert "transcribed 1/1 files" in capsys.readouterr().out
+    assert cli([str(DATA / "d05.wav"), str(tmp_path / "nope.wav"), "-o", str(out), "-f", "txt"]) == 1
+    captured = capsys.readouterr()
+    assert "nope.wav: failed" in captured.err and "transcribed 1/2 files" in captured.out
+    assert (out / "d05.txt").exists()
+    assert cli([str(DATA / "d05.wav"), "--model", str(tmp_path / "no-model")]) == 2
+
+
+MEMORY_PROBE = r"""
+import resource, sys
+from mlxbatchwhisper import BatchedWhisper
+model = BatchedWhisper.from_pretrained("tiny.en")
+result = model.transcribe_audio(sys.argv[1], batch_size=4)[0]
+print(len(result["segments"]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_two_hours_of_audio_without_memory_growing_with_length(tmp_path):
+    """A 2 h file is read into a temporary file, not into memory: peak memory as for 10 minutes."""
+    speech = (corpus_audio("d01") * 32767).astype(np.int16)
+    peaks = {}
+    for minutes in (10, 120):
+        path = tmp_path / f"{minutes}min.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            block = np.zeros(16000 * 60, np.int16)
+            for m in range(minutes):
+                if m % 10 == 5:  # a passage every ten minutes, silence around it
+                    w.writeframes(np.concatenate([speech, block[len(speech):]]).tobytes())
+                else:
+                    w.writeframes(block.tobytes())
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True,
+                             check=True, cwd=DATA.parent)
+        segments, peak_mb = map(int, out.stdout.split()[-2:])
+        assert segments >= minutes // 10
+        peaks[minutes] = peak_mb
+        path.unlink()
+    print(f"peak RSS: 10 min {peaks[10]} MB, 120 min {peaks[120]} MB")
+    assert peaks[120] < peaks[10] + 150  # holding 2 h of float32 samples would add 460 MB

@@ -1,0 +1,79 @@
+"""Properties of the scheduler: windows cover speech exactly once, fit, and map back inside their input."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlxbatchwhisper.schedule import FRAME, Window, merge_regions, plan_windows, split_long, to_file_time
+
+
+@st.composite
+def speech_regions(draw, max_seconds=400.0):
+    """Sorted, disjoint (start, end) regions in seconds, some longer than 30 s."""
+    cuts = sorted(draw(st.lists(st.floats(0, max_seconds, allow_nan=False), min_size=0, max_size=24, unique=True)))
+    regions = [(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if b - a > 0.01]
+    return [(round(a, 3), round(b, 3)) for a, b in regions]
+
+
+def scores_for(regions, seed):
+    length = int((regions[-1][1] if regions else 1) / FRAME) + 2
+    return np.random.default_rng(seed).random(length).astype(np.float32)
+
+
+def covered(intervals):
+    """Merge touching intervals: the set of seconds they cover."""
+    out = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1] + 1e-9:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(speech_regions(), min_size=1, max_size=4), st.sampled_from([5.0, 15.0, 30.0]),
+       st.integers(0, 2**31 - 1), st.booleans())
+def test_every_speech_second_lands_in_exactly_one_window(files, chunk, seed, with_scores):
+    scores = [scores_for(r, seed) for r in files] if with_scores else None
+    windows = plan_windows(files, chunk, scores)
+    for source, regions in enumerate(files):
+        mine = sorted((w for w in windows if w.source == source), key=lambda w: w.start)
+        assert all(w.duration <= chunk + 1e-9 for w in mine)
+        for a, b in zip(mine, mine[1:]):  # windows of one input never overlap
+            assert a.end <= b.start + 1e-9
+        pieces = [p for w in mine for p in w.regions]
+        assert all(w.start <= p[0] <= p[1] <= w.end for w in mine for p in w.regions)
+        assert covered(pieces) == covered(regions)  # all the speech, and only it
+    assert [w.duration for w in windows] == sorted((w.duration for w in windows), reverse=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(31, 300), st.sampled_from([10.0, 30.0]), st.integers(0, 2**31 - 1))
+def test_long_regions_are_cut_at_their_quietest_frame(length, chunk, seed):
+    scores = np.random.default_rng(seed).random(int(length / FRAME) + 1)
+    pieces = split_long([(0.0, length)], chunk, scores)
+    assert pieces[0][0] == 0.0 and pieces[-1][1] == length
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    for start, cut in pieces[:-1]:
+        assert chunk / 2 - FRAME <= cut - start <= chunk
+        lo, hi = int(np.ceil((start + chunk / 2) / FRAME)), int((start + chunk) / FRAME)
+        assert scores[round(cut / FRAME)] == scores[lo:hi].min()
+
+
+def test_merging_follows_whisperx():
+    regions = [(0.0, 10.0), (12.0, 25.0), (26.0, 31.0), (40.0, 41.0)]
+    assert merge_regions(regions, 30.0) == [[(0.0, 10.0), (12.0, 25.0)], [(26.0, 31.0), (40.0, 41.0)]]
+    assert split_long([(0.0, 70.0)], 30.0, None) == [(0.0, 30.0), (30.0, 60.0), (60.0, 70.0)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 1000), st.floats(0.5, 30), st.lists(st.floats(-1, 40), min_size=2, max_size=20))
+def test_timestamps_map_inside_the_window_and_keep_their_order(start, duration, times):
+    window = Window(0, start, start + duration, ((start, start + duration),))
+    times = sorted(times)
+    mapped = [to_file_time(window, a, b) for a, b in zip(times, times[1:])]
+    for a, b in mapped:
+        assert round(window.start, 3) <= a <= b <= round(window.end, 3)
+    starts = [a for a, _ in mapped]
+    assert starts == sorted(starts)
