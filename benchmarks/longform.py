@@ -3,10 +3,12 @@
 
 On the corpus's long_60s (four passages with pauses, 60 s) and long_form (all English passages,
 ~3.3 min):
-- ours: Silero VAD, windows of ≤ 30 s, batch 16 (`transcribe_audio`);
+- ours: Silero VAD, windows of ≤ 30 s, batch 16 (`transcribe_audio`), greedy and beam 5, and
+  without timestamps (one segment per window, as faster-whisper's batched mode decodes);
 - mlx-whisper's `transcribe` (sequential 30 s windows), float32;
 - faux batching: our VAD's windows transcribed one by one with mlx-whisper (the seed's pipeline);
-- faster-whisper's BatchedInferencePipeline (its own VAD, batch 16), float32 and int8;
+- faster-whisper's BatchedInferencePipeline (its own VAD, batch 16), float32 and int8, with its
+  default beam 5 and greedy;
 - openai-whisper's `transcribe` (the reference implementation), float32.
 All with their default temperature fallback, in English. WER is against the corpus text after
 openai-whisper's English normalizer.
@@ -51,16 +53,25 @@ def runners(name: str, mlx_dir: Path) -> dict:
                                                path_or_hf_repo=str(mlx_dir), fp16=False, language="en")["text"]
                         for w in windows)
 
+    def fw_run(compute: str, beam: int):
+        return lambda a: " ".join(s.text for s in fw[compute].transcribe(a, batch_size=16, language="en",
+                                                                          beam_size=beam)[0])
+
+    def ours_run(beam: int | None, without_timestamps: bool = False):
+        return lambda a: " ".join(s["text"] for s in ours.transcribe_audio(
+            a, batch_size=16, language="en", beam_size=beam, without_timestamps=without_timestamps)[0]["segments"])
+
     return {
-        "mlxbatchwhisper VAD + batch 16": lambda a: " ".join(
-            s["text"] for s in ours.transcribe_audio(a, batch_size=16, language="en")[0]["segments"]),
+        "mlxbatchwhisper VAD + batch 16": ours_run(None),
+        "mlxbatchwhisper VAD + batch 16, no timestamps": ours_run(None, True),
+        "mlxbatchwhisper VAD + batch 16, beam 5": ours_run(5),
         "mlx-whisper transcribe (sequential)": lambda a: mlx_whisper.transcribe(
             a, path_or_hf_repo=str(mlx_dir), fp16=False, language="en")["text"],
         "faux batching (our VAD, mlx-whisper one by one)": faux,
-        "faster-whisper batched 16 float32": lambda a: " ".join(
-            s.text for s in fw["float32"].transcribe(a, batch_size=16, language="en")[0]),
-        "faster-whisper batched 16 int8": lambda a: " ".join(
-            s.text for s in fw["int8"].transcribe(a, batch_size=16, language="en")[0]),
+        "faster-whisper batched 16 float32": fw_run("float32", 1),
+        "faster-whisper batched 16 float32, beam 5": fw_run("float32", 5),
+        "faster-whisper batched 16 int8": fw_run("int8", 1),
+        "faster-whisper batched 16 int8, beam 5": fw_run("int8", 5),
         "openai-whisper transcribe": lambda a: whisper.transcribe(openai_model(name), a, fp16=False, language="en")["text"],
     }
 
@@ -90,9 +101,13 @@ def main() -> None:
         by = {(r["impl"], r["file"]): r for r in rows if r["model"] == name}
         for f in FILES:
             ours = by[("mlxbatchwhisper VAD + batch 16", f)]["rtf"]
+            beam = by[("mlxbatchwhisper VAD + batch 16, beam 5", f)]["rtf"]
+            plain = by[("mlxbatchwhisper VAD + batch 16, no timestamps", f)]["rtf"]
+            fw = by[("faster-whisper batched 16 float32", f)]["rtf"]
             print(f"  {f}: ours / faux batching {ours / by[('faux batching (our VAD, mlx-whisper one by one)', f)]['rtf']:.2f}x"
-                  f" (target >= 4); / faster-whisper float32 batched "
-                  f"{ours / by[('faster-whisper batched 16 float32', f)]['rtf']:.2f}x (target >= 1)")
+                  f" (target >= 4); / faster-whisper float32 batched (greedy, no timestamps): ours without"
+                  f" timestamps {plain / fw:.2f}x, with {ours / fw:.2f}x; beam 5 "
+                  f"{beam / by[('faster-whisper batched 16 float32, beam 5', f)]['rtf']:.2f}x (target >= 1)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

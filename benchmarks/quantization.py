@@ -42,8 +42,9 @@ VARIANTS = [  # label, dtype, quantize, bits, group size, recipe
 ]
 
 
-def weights_mb(path: Path) -> float:
-    model = load_model(path, dtype="float16", dequantize=False)
+def weights_mb(path: Path, dtype: str) -> float:
+    """The weights' size in memory when loaded as stored (quantized layers kept quantized)."""
+    model = load_model(path, dtype=dtype, dequantize=False)
     return sum(v.nbytes for _, v in nn.utils.tree_flatten(model.parameters())) / 2**20
 
 
@@ -68,7 +69,7 @@ def report(name: str) -> list[dict]:
                            recipe=recipe or "default")
             model = BatchedWhisper.from_pretrained(out, dtype="float32")
             model.transcribe(audios[:1], temperature=0.0, language="en")  # warm-up
-            row = {"model": name, "variant": label, "disk_mb": done.bytes_on_disk / 2**20, "weights_mb": weights_mb(out)}
+            row = {"model": name, "variant": label, "disk_mb": done.bytes_on_disk / 2**20, "weights_mb": weights_mb(out, dtype)}
             for batch in (1, 16):
                 texts, wall, peak = run(model, audios, batch)
                 row[f"rtf_b{batch}"], row[f"peak_mb_b{batch}"] = seconds / wall, peak

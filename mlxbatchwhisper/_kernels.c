@@ -1,6 +1,6 @@
-/* Float32 kernels for MLX's CPU backend: in-place softmax (last axis), exact GELU, and
- * attention of one query per head against precomputed keys/values (a decoding step's
- * cross-attention).
+/* Float32 kernels for MLX's CPU backend: in-place softmax (last axis), exact GELU, row-wise
+ * log-sum-exp, and attention of one query per head against precomputed keys/values (a
+ * decoding step's cross-attention).
  *
  * MLX's Linux CPU build computes exp and erf one element at a time and runs a decoding
  * step's attention as one small matrix call per head; these loops are vectorized by the
@@ -36,6 +36,20 @@ VECTORIZED static void softmax_rows(float *x, Py_ssize_t rows, Py_ssize_t n) {
         float inv = 1.f / s;
 #pragma omp simd
         for (Py_ssize_t i = 0; i < n; i++) p[i] *= inv;
+    }
+}
+
+VECTORIZED static void logsumexp_rows(const float *x, float *out, Py_ssize_t rows, Py_ssize_t n) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *p = x + r * n;
+        float m = -INFINITY;
+        for (Py_ssize_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
+        float s = 0.f;
+        if (m > -INFINITY) {
+#pragma omp simd reduction(+ : s)
+            for (Py_ssize_t i = 0; i < n; i++) s += expf(p[i] - m);
+        }
+        out[r] = m > -INFINITY ? m + logf(s) : m;
     }
 }
 
@@ -77,12 +91,12 @@ VECTORIZED static void attend_one(float *q, const float *k, const float *v, Py_s
     }
 }
 
-enum { SOFTMAX, GELU, ATTEND };
+enum { SOFTMAX, GELU, ATTEND, LOGSUMEXP };
 
 typedef struct {
     int kind;
-    float *x;               /* softmax rows / gelu elements / attention queries */
-    const float *k, *v;     /* attention keys and values */
+    float *x;               /* softmax rows / gelu elements / attention queries / log-sum-exp outputs */
+    const float *k, *v;     /* attention keys and values; log-sum-exp inputs in k */
     Py_ssize_t count, n;    /* units in this share; softmax row length or attention length */
     Py_ssize_t dim;
     float scale;
@@ -92,6 +106,7 @@ static void *run_work(void *arg) {
     Work *w = (Work *)arg;
     if (w->kind == SOFTMAX) softmax_rows(w->x, w->count, w->n);
     else if (w->kind == GELU) gelu_span(w->x, w->count);
+    else if (w->kind == LOGSUMEXP) logsumexp_rows(w->k, w->x, w->count, w->n);
     else {
         float *scratch = malloc(sizeof(float) * (size_t)(w->n + w->dim));
         if (scratch) {
@@ -115,9 +130,9 @@ static void parallel(Work job, Py_ssize_t units, Py_ssize_t x_stride, Py_ssize_t
         work[t] = job;
         work[t].count = units - start < per ? units - start : per;
         work[t].x = job.x + start * x_stride;
-        if (job.kind == ATTEND) {
+        if (job.kind == ATTEND || job.kind == LOGSUMEXP) {
             work[t].k = job.k + start * kv_stride;
-            work[t].v = job.v + start * kv_stride;
+            if (job.kind == ATTEND) work[t].v = job.v + start * kv_stride;
         }
         start += work[t].count;
         /* the calling thread takes the last share, and any share whose thread fails to start */
@@ -202,9 +217,35 @@ static PyObject *attend_one_(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *logsumexp_(PyObject *self, PyObject *args) {
+    PyObject *xo, *oo;
+    Py_ssize_t n;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "OOn|i", &xo, &oo, &n, &threads)) return NULL;
+    Py_buffer x, out;
+    if (get_floats(xo, &x, 0) < 0) return NULL;
+    if (get_floats(oo, &out, 1) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    Py_ssize_t rows = n > 0 ? x.len / 4 / n : 0;
+    if (n <= 0 || rows * n * 4 != x.len || out.len != rows * 4) {
+        PyErr_SetString(PyExc_ValueError, "expected x (rows, n) and out (rows,)");
+    } else {
+        Work job = {LOGSUMEXP, (float *)out.buf, (const float *)x.buf, NULL, 0, n, 0, 0.f};
+        Py_BEGIN_ALLOW_THREADS parallel(job, rows, 1, n, threads);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"softmax_", softmax_, METH_VARARGS, "softmax_(buffer, n, threads=1): softmax over rows of n floats, in place"},
     {"gelu_", gelu_, METH_VARARGS, "gelu_(buffer, threads=1): exact (erf) GELU, in place"},
+    {"logsumexp_", logsumexp_, METH_VARARGS, "logsumexp_(x, out, n, threads=1): log-sum-exp of each row of n floats into out"},
     {"attend_one_", attend_one_, METH_VARARGS,
      "attend_one_(q, k, v, length, dim, scale, threads=1): one query per head against k, v; "
      "the output replaces q"},

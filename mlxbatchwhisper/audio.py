@@ -15,8 +15,6 @@ N_FFT = 400
 HOP_LENGTH = 160
 CHUNK_LENGTH = 30
 N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
-N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a window
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 frames: 10 ms each
 TIME_PRECISION = 0.02  # seconds per audio position (encoder output) and per timestamp token
 
 

@@ -2,9 +2,9 @@
 
 openai-whisper's `decode` semantics, row by row, but one tensor program per step: every row of the
 active batch samples in the same column (rows are left-padded), the logit rules are masks built
-on the device from per-row counters, and the host syncs once per step to read the chosen tokens.
-Rows that finish leave the batch (`KVCache.filter`) and queued segments take their place
-(`KVCache.extend`), so the batch stays full.
+on the device from per-row counters, and the host reads the chosen tokens once per step (a step
+behind the device, for greedy and sampling). Rows that finish leave the batch (`KVCache.filter`)
+and queued segments take their place (`KVCache.extend`), so the batch stays full.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from .audio import CHUNK_LENGTH, TIME_PRECISION, log_mel_spectrogram
 from .cache import KVCache
+from .kernels import logsumexp
 from .model import Whisper
 from .results import DecodingResult, Segment, compression_ratio
 from .tokenizer import Tokenizer, language_code
@@ -25,10 +26,9 @@ from .tokenizer import Tokenizer, language_code
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    """openai-whisper's decoding options (same names and meaning)."""
+    """openai-whisper's decoding options (same names and meaning); the language is per `Item`."""
 
     task: str = "transcribe"
-    language: str | None = None  # None: detect per row (multilingual models)
     temperature: float = 0.0
     sample_len: int | None = None  # most tokens to sample; default n_text_ctx // 2
     best_of: int | None = None  # independent samples per row when temperature > 0
@@ -150,7 +150,6 @@ class _Job:
     budget: int
     no_speech_prob: float = float("nan")
     finished: dict[tuple[int, ...], float] = field(default_factory=dict)  # beam candidates
-    samples: list[tuple[tuple[int, ...], float]] = field(default_factory=list)
 
 
 class _Rows:
@@ -242,7 +241,7 @@ class BatchDecoder:
     # ------------------------------------------------------------ device functions
 
     def _select_tokens(self, logits, state, noise):
-        """Next tokens, their log-probabilities, and the rule counters after them."""
+        """Next tokens, their (masked) logits, all masked logits, and the rule counters after them."""
         n_sampled, last, penult, last_ts = state[0], state[1], state[2], state[3]
         logits = self.rules(logits.astype(mx.float32), n_sampled, last, penult, last_ts)
         if self.options.temperature > 0:
@@ -252,7 +251,7 @@ class BatchDecoder:
         tokens = tokens.astype(mx.int32)
         chosen = mx.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
         stamp = mx.where(tokens >= self.tokenizer.timestamp_begin, tokens, last_ts)
-        return tokens, chosen - mx.logsumexp(logits, axis=-1), mx.stack([n_sampled + 1, tokens, last, stamp])
+        return tokens, chosen, logits, mx.stack([n_sampled + 1, tokens, last, stamp])
 
     def _top_logprobs(self, logits, state):
         logits = self.rules(logits.astype(mx.float32), state[0], state[1], state[2], state[3])
@@ -369,7 +368,8 @@ class BatchDecoder:
         if self.options.temperature > 0:
             self.key, sub = mx.random.split(self.key)
             noise = mx.random.gumbel(logits.shape, key=sub)
-        tokens, logprobs, batch.state = self._select(logits, batch.state, noise)
+        tokens, chosen, masked, batch.state = self._select(logits, batch.state, noise)
+        logprobs = chosen - logsumexp(masked)
         mx.async_eval(tokens, logprobs, batch.state)
         return tokens, logprobs
 

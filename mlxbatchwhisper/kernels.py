@@ -19,6 +19,7 @@ import os
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 try:
     from . import _kernels
@@ -162,6 +163,16 @@ def cross_attention(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
     mx.eval(out, k, v)
     _kernels.attend_one_(out, k, v, k.shape[2], q.shape[-1], q.shape[-1] ** -0.5, THREADS)
     return out
+
+
+def logsumexp(x: mx.array) -> mx.array:
+    """log Σ exp over the last axis of (B, V) scores (a decoding step's log-probability normalizer)."""
+    if x.ndim != 2 or not _native(x, x.shape[-1]):
+        return mx.logsumexp(x, axis=-1)
+    out = np.empty(x.shape[0], np.float32)
+    mx.eval(x)
+    _kernels.logsumexp_(x, out, x.shape[-1], THREADS)
+    return mx.array(out)
 
 
 def gelu(x: mx.array) -> mx.array:

@@ -65,3 +65,12 @@ def test_wrong_buffers_are_refused():
         kernels._kernels.softmax_(mx.zeros((10,)), 3)
     with pytest.raises(ValueError, match="heads"):
         kernels._kernels.attend_one_(mx.zeros((2, 64)), mx.zeros((2, 10, 64)), mx.zeros((2, 11, 64)), 10, 64, 0.1)
+
+
+def test_logsumexp_rows_match_mlx_including_masked_rows():
+    x = mx.random.normal((5, 51864), key=mx.random.key(3)) * 6
+    x = mx.where(mx.random.uniform(shape=x.shape, key=mx.random.key(4)) < 0.2, -mx.inf, x)
+    x = mx.concatenate([x, mx.full((1, 51864), -mx.inf)])
+    ours, ref = np.array(kernels.logsumexp(x)), np.array(mx.logsumexp(x, axis=-1))
+    assert np.isneginf(ours[-1]) and np.isneginf(ref[-1])
+    assert np.abs(ours[:-1] - ref[:-1]).max() < 1e-5 * np.abs(ref[:-1]).max()
