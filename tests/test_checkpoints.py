@@ -129,3 +129,20 @@ def test_missing_weights_and_paths(tmp_path):
         load_model("openai/whisper-does-not-exist")
     with pytest.raises(ValueError, match="dtype"):
         load_model("tiny.en", dtype="float8")
+
+
+def test_openai_pt_without_torch_says_so(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not read")
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    with pytest.raises(CheckpointError, match=r"model\.pt: reading OpenAI \.pt checkpoints needs torch"):
+        load_model(path)
