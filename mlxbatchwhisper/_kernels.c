@@ -9,6 +9,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@
 VECTORIZED static void softmax_rows(float *x, Py_ssize_t rows, Py_ssize_t n) {
     for (Py_ssize_t r = 0; r < rows; r++) {
         float *p = x + r * n;
-        float m = -INFINITY;
+        float m = -FLT_MAX; /* not -INFINITY: -ffast-math may fold comparisons with infinities */
         for (Py_ssize_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
         float s = 0.f;
 #pragma omp simd reduction(+ : s)
@@ -42,14 +43,14 @@ VECTORIZED static void softmax_rows(float *x, Py_ssize_t rows, Py_ssize_t n) {
 VECTORIZED static void logsumexp_rows(const float *x, float *out, Py_ssize_t rows, Py_ssize_t n) {
     for (Py_ssize_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
-        float m = -INFINITY;
+        float m = -FLT_MAX;
         for (Py_ssize_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
         float s = 0.f;
-        if (m > -INFINITY) {
+        if (m > -FLT_MAX) { /* some element is finite */
 #pragma omp simd reduction(+ : s)
             for (Py_ssize_t i = 0; i < n; i++) s += expf(p[i] - m);
         }
-        out[r] = m > -INFINITY ? m + logf(s) : m;
+        out[r] = m > -FLT_MAX ? m + logf(s) : -INFINITY;
     }
 }
 
@@ -64,7 +65,7 @@ VECTORIZED static void attend_one(float *q, const float *k, const float *v, Py_s
     for (Py_ssize_t h = 0; h < heads; h++) {
         float *qh = q + h * dim;
         const float *kh = k + h * length * dim, *vh = v + h * length * dim;
-        float m = -INFINITY;
+        float m = -FLT_MAX;
         for (Py_ssize_t t = 0; t < length; t++) {
             const float *kt = kh + t * dim;
             float s = 0.f;

@@ -18,6 +18,7 @@ N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
 TIME_PRECISION = 0.02  # seconds per audio position (encoder output) and per timestamp token
 
 
+MAX_AMPLITUDE = 8.0  # float samples beyond this are integer PCM in disguise, not audio in [-1, 1]
 SPILL_SECONDS = 600  # decoded audio longer than this lives in a temporary file, not in memory
 
 
@@ -78,7 +79,7 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     return samples.array()
 
 
-def check_audio(audio, name: str = "audio", max_samples: int | None = None) -> np.ndarray:
+def check_audio(audio: np.ndarray | Sequence[float], name: str = "audio", max_samples: int | None = None) -> np.ndarray:
     """Validate one mono 16 kHz float waveform and return it as a float32 numpy array."""
     a = np.asarray(audio)
     if a.ndim == 2 and min(a.shape) <= 8:
@@ -90,8 +91,12 @@ def check_audio(audio, name: str = "audio", max_samples: int | None = None) -> n
         raise TypeError(f"{name} must be float samples in [-1, 1], got {a.dtype}{hint}")
     a = a.astype(np.float32, copy=False)
     for start in range(0, len(a), 1 << 20):  # in blocks: long inputs may be file-backed
-        if not np.isfinite(a[start : start + (1 << 20)]).all():
+        block = a[start : start + (1 << 20)]
+        if not np.isfinite(block).all():
             raise ValueError(f"{name} contains NaN or infinite samples")
+        if len(block) and np.abs(block).max() > MAX_AMPLITUDE:
+            raise ValueError(f"{name} has samples of magnitude {np.abs(block).max():.0f}: expected float audio "
+                             "in [-1, 1] (integer PCM stored as floats? divide by 32768)")
     if max_samples is not None and len(a) > max_samples:
         raise ValueError(
             f"{name} lasts {len(a) / SAMPLE_RATE:.1f} s, more than {max_samples / SAMPLE_RATE:.0f} s "
@@ -129,6 +134,7 @@ def mel_filters(n_mels: int) -> mx.array:
 
 @lru_cache(maxsize=None)
 def hann_window(size: int = N_FFT) -> mx.array:
+    """The periodic Hann window (torch.hann_window's default)."""
     n = np.arange(size)
     return mx.array((0.5 - 0.5 * np.cos(2 * np.pi * n / size)).astype(np.float32))
 

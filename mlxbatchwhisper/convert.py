@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,19 +31,27 @@ class Conversion:
 def save_model(model: Whisper, out: str | os.PathLike, quantization: dict | None = None) -> int:
     """Write config.json and weights.safetensors (mlx-community layout); return the bytes written.
 
-    `out` must not exist yet.
+    `out` must not exist yet. The files are written to a temporary directory beside it that is
+    renamed to `out` once complete, so a failed save leaves nothing behind.
     """
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; refusing to overwrite it")
-    out.mkdir(parents=True)
-    config = {**model.dims.to_dict(), "model_type": "whisper"}
-    if quantization:
-        config["quantization"] = quantization
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    weights = dict(nn.utils.tree_flatten(model.parameters()))
-    mx.save_safetensors(str(out / "weights.safetensors"), weights, metadata={"format": "mlx"})
-    return sum(f.stat().st_size for f in out.iterdir())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        config = {**model.dims.to_dict(), "model_type": "whisper"}
+        if quantization:
+            config["quantization"] = quantization
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        weights = dict(nn.utils.tree_flatten(model.parameters()))
+        mx.save_safetensors(str(tmp / "weights.safetensors"), weights, metadata={"format": "mlx"})
+        size = sum(f.stat().st_size for f in tmp.iterdir())
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return size
 
 
 def convert(

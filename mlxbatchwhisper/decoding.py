@@ -86,7 +86,11 @@ class LogitRules:
         self.ts_begin = tokenizer.timestamp_begin
         vocab = np.arange(n_vocab)
         suppress = np.zeros(n_vocab, bool)
-        suppress[list(suppress_token_ids(tokenizer, options.suppress_tokens))] = True
+        ids = suppress_token_ids(tokenizer, options.suppress_tokens)
+        if ids[-1] >= n_vocab:
+            raise ValueError(f"suppress_tokens has ids beyond the vocabulary ({n_vocab} tokens): "
+                             f"{[t for t in ids if t >= n_vocab]}")
+        suppress[list(ids)] = True
         if self.timestamps:
             suppress[tokenizer.no_timestamps] = True
         self.suppress = mx.array(suppress)
@@ -134,6 +138,8 @@ def suppress_token_ids(tokenizer: Tokenizer, suppress_tokens: str | Sequence[int
         ids = [int(t) for t in suppress_tokens.split(",") if t.strip()]
     else:
         ids = list(suppress_tokens or [])
+    if any(t < -1 for t in ids):
+        raise ValueError(f"suppress_tokens must be token ids or -1, not {[t for t in ids if t < -1]}")
     if -1 in ids:
         ids = [t for t in ids if t >= 0] + list(tokenizer.non_speech_tokens)
     ids += [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm,
@@ -538,6 +544,7 @@ class FallbackOptions:
     no_speech_threshold: float | None = 0.6
 
     def needs_fallback(self, r: DecodingResult) -> bool:
+        """Too repetitive or too improbable, and not silence."""
         too_low = self.logprob_threshold is not None and r.avg_logprob < self.logprob_threshold
         if self.no_speech_threshold is not None and too_low and r.no_speech_prob > self.no_speech_threshold:
             return False  # silence
@@ -551,16 +558,20 @@ def decode_with_fallback(
 ) -> Iterator[tuple[Item, DecodingResult]]:
     """Decode at the first temperature; rows that need it go again at the next, in batched passes.
 
-    At temperature 0 the options' beam_size (if any) applies; above 0, best_of samples per row.
+    At temperature 0 the options' beam_size (if any) applies; above 0, best_of samples per row,
+    in batches of fewer segments, so that a batch holds no more decoder rows than `batch_size`
+    segments at temperature 0.
     Yields (item, result) as results become final.
     """
     stream: Iterable[Item] = items
     temperatures = fallback.temperatures
+    rows = batch_size * options.n_group
     for n, t in enumerate(temperatures):
         opts = replace(options, temperature=t, beam_size=options.beam_size if t == 0 else None,
                        patience=options.patience if t == 0 else None, best_of=best_of if t > 0 else None)
         retry: list[tuple[Item, DecodingResult]] = []
-        for item, result in BatchDecoder(model, tokenizer, opts, seed=seed + n).run(stream, batch_size):
+        size = max(1, rows // opts.n_group)
+        for item, result in BatchDecoder(model, tokenizer, opts, seed=seed + n).run(stream, size):
             if n + 1 < len(temperatures) and fallback.needs_fallback(result):
                 retry.append((item, result))
             else:

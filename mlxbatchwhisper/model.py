@@ -19,6 +19,8 @@ from .kernels import attention, cross_attention, gelu
 
 @dataclass(frozen=True)
 class ModelDimensions:
+    """The sizes that define a Whisper model (openai-whisper's names)."""
+
     n_mels: int
     n_audio_ctx: int
     n_audio_state: int
@@ -43,6 +45,8 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> mx.ar
 
 
 class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention; keys and values can come from a `KVCache`."""
+
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
         self.n_head = n_head
@@ -80,6 +84,8 @@ class MultiHeadAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
+    """Pre-norm transformer block: self-attention, optional cross-attention, GELU MLP."""
+
     def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
         super().__init__()
         self.attn = MultiHeadAttention(n_state, n_head)
@@ -104,6 +110,8 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class AudioEncoder(nn.Module):
+    """Two convolutions (the second with stride 2), sinusoidal positions, transformer blocks."""
+
     def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
         super().__init__()
         self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
@@ -127,6 +135,8 @@ class AudioEncoder(nn.Module):
 
 
 class TextDecoder(nn.Module):
+    """Token and learned position embeddings, cross-attending blocks, tied output projection."""
+
     def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
         super().__init__()
         self.token_embedding = nn.Embedding(n_vocab, n_state)
@@ -174,6 +184,8 @@ class TextDecoder(nn.Module):
 
 
 class Whisper(nn.Module):
+    """The encoder-decoder; `embed_audio` and `logits` mean what they mean in openai-whisper."""
+
     def __init__(self, dims: ModelDimensions, dtype: mx.Dtype = mx.float32):
         super().__init__()
         self.dims = dims

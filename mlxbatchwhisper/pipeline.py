@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Union
 
 import mlx.core as mx
 import numpy as np
@@ -12,15 +14,18 @@ import numpy as np
 from . import vad
 from .audio import N_SAMPLES, SAMPLE_RATE, check_audio, load_audio
 from .checkpoints import DEFAULT_MODEL, load_model
-from .decoding import DecodingOptions, FallbackOptions, Item, decode_with_fallback
+from .decoding import DecodingOptions, FallbackOptions, Item, LogitRules, decode_with_fallback
 from .model import Whisper
 from .results import DecodingResult, Segment
 from .schedule import Window, frame_energy, plan_windows, remainder, to_file_time
 from .tokenizer import Tokenizer, get_tokenizer, language_code
 
 
-DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+DEFAULT_TEMPERATURES = FallbackOptions.temperatures
 MAX_CONTINUATIONS = 3  # rounds of decoding what Whisper left at the end of a window
+GROUP_SECONDS = 3600.0  # audio read, VAD-ed and decoded together by transcribe_audio
+
+AudioInputs = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
 
 
 class BatchedWhisper:
@@ -64,7 +69,13 @@ class BatchedWhisper:
         `language=None` detects each segment's language. Rows whose output looks wrong
         (compression ratio, average log-probability) are decoded again at the next temperature.
         """
-        batch_size = self._batch_size(batch_size)
+        decoding, fallback, extra = self._options(task, dict(
+            beam_size=beam_size, patience=patience, length_penalty=length_penalty, suppress_tokens=suppress_tokens,
+            suppress_blank=suppress_blank, without_timestamps=without_timestamps,
+            max_initial_timestamp=max_initial_timestamp, sample_len=sample_len, temperature=temperature,
+            compression_ratio_threshold=compression_ratio_threshold, logprob_threshold=logprob_threshold,
+            no_speech_threshold=no_speech_threshold, best_of=best_of, seed=seed))
+        batch_size = self._batch_size(batch_size, decoding.n_group)
         if isinstance(segments, np.ndarray) and segments.ndim == 1:
             raise TypeError("segments must be a list of 1-D arrays; wrap a single segment in a list")
         audios = [check_audio(s, f"segments[{i}]", N_SAMPLES) for i, s in enumerate(segments)]
@@ -78,12 +89,6 @@ class BatchedWhisper:
                  prompt=tuple(self.tokenizer.encode(" " + p.strip())) if p else ())
             for i, (a, lang, p) in enumerate(zip(audios, languages, prompts))
         ]
-        decoding, fallback, extra = _split_options(task, dict(
-            beam_size=beam_size, patience=patience, length_penalty=length_penalty, suppress_tokens=suppress_tokens,
-            suppress_blank=suppress_blank, without_timestamps=without_timestamps,
-            max_initial_timestamp=max_initial_timestamp, sample_len=sample_len, temperature=temperature,
-            compression_ratio_threshold=compression_ratio_threshold, logprob_threshold=logprob_threshold,
-            no_speech_threshold=no_speech_threshold, best_of=best_of, seed=seed))
         results: list[DecodingResult | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: -len(audios[i]))  # similar lengths decode together
         stream = (items[i] for i in order)
@@ -92,34 +97,39 @@ class BatchedWhisper:
             results[item.key] = result
         return results
 
-    def transcribe_audio(self, audio_or_paths, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
-                         language: str | None = None, task: str = "transcribe",
-                         vad_segments: Sequence[Sequence[dict]] | None = None, **options) -> list[dict]:
+    def transcribe_audio(self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True,
+                         chunk_size: float = 30, language: str | None = None, task: str = "transcribe",
+                         vad_segments: Sequence[Sequence[dict]] | None = None, initial_prompt: str | None = None,
+                         **options: Any) -> list[dict]:
         """Transcribe whole recordings (files or 16 kHz mono arrays, any length), many at once.
 
         Speech found by Silero VAD (or given as `vad_segments`, one list of {"start", "end"}
-        per input; or, with `vad=False`, the whole input) is cut into windows of at most
+        seconds per input; or, with `vad=False`, the whole input) is cut into windows of at most
         `chunk_size` seconds; the windows of all inputs are decoded together in batches of
-        `batch_size` ("auto": sized from free memory). Returns, in input order, whisperX-style
-        dicts: {"segments": [{"start", "end", "text", "avg_logprob", "no_speech_prob"}],
-        "language": code}. `options` are `transcribe`'s decoding options.
+        `batch_size` segments ("auto": sized from free memory). `initial_prompt` prompts every
+        window. Returns, in input order, whisperX-style dicts: {"segments": [{"start", "end",
+        "text", "avg_logprob", "no_speech_prob"}], "language": code}. `options` are
+        `transcribe`'s other decoding options (temperature, beam_size, ...).
         """
         inputs = _as_list(audio_or_paths)
         results: list[dict | None] = [None] * len(inputs)
         for i, result in self.transcribe_audio_iter(inputs, batch_size, vad, chunk_size, language, task,
-                                                    vad_segments, **options):
+                                                    vad_segments, initial_prompt, **options):
             results[i] = result
         return results
 
     def transcribe_audio_iter(
-        self, audio_or_paths, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
+        self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
         language: str | None = None, task: str = "transcribe", vad_segments: Sequence[Sequence[dict]] | None = None,
-        progress: Callable[[float], None] | None = None, on_error: str = "raise", **options,
+        initial_prompt: str | None = None, progress: Callable[[float], None] | None = None,
+        on_error: str = "raise", **options: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
-        `progress` is called with seconds of audio done; with on_error="yield", an input that
-        cannot be read yields its exception instead of stopping the others.
+        Inputs are read, VAD-ed and decoded in groups of about GROUP_SECONDS of audio, so memory
+        does not grow with their number. `progress` is called with seconds of audio done; with
+        on_error="yield", an input that cannot be read yields its exception instead of stopping
+        the others.
         """
         if on_error not in ("raise", "yield"):
             raise ValueError(f"on_error must be 'raise' or 'yield', not {on_error!r}")
@@ -128,77 +138,29 @@ class BatchedWhisper:
         inputs = _as_list(audio_or_paths)
         if vad_segments is not None and len(vad_segments) != len(inputs):
             raise ValueError(f"vad_segments has {len(vad_segments)} entries for {len(inputs)} inputs")
-        batch_size = self._batch_size(batch_size)
+        decoding, fallback, extra = self._options(task, options)
+        batch_size = self._batch_size(batch_size, decoding.n_group)
         language = self._language(language)
-        audios, speech, scores = {}, [[] for _ in inputs], [None] * len(inputs)
+        job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
+                        prompt=tuple(self.tokenizer.encode(" " + initial_prompt.strip())) if initial_prompt else ())
+        group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
+        seconds = 0.0
         for i, x in enumerate(inputs):
             try:
-                audios[i] = _load(x, f"input {i}")
-                speech[i], scores[i] = self._speech(audios[i], vad, None if vad_segments is None else vad_segments[i])
+                audio = _load(x, f"input {i}")
+                given = None if vad_segments is None else _regions(vad_segments[i], len(audio), f"vad_segments[{i}]")
             except (OSError, ValueError, TypeError) as e:
                 if on_error == "raise":
                     raise
-                audios.pop(i, None)
                 yield i, e
-        planned = [w for w in plan_windows(speech, chunk_size, scores) if w.source in audios]
-        pending = Counter(w.source for w in planned)
-        for i in sorted(set(audios) - set(pending)):  # nothing to decode (empty or no speech)
-            if progress:
-                progress(len(audios[i]) / SAMPLE_RATE)
-            yield i, {"segments": [], "language": language}
-        decoding, fallback, extra = _split_options(task, options)
-        done: dict[int, list[tuple[Window, DecodingResult, list[Segment]]]] = defaultdict(list)
-        reported: Counter = Counter()  # seconds passed to `progress`, per input
-        windows = [(w, language) for w in planned]
-        for round_ in range(MAX_CONTINUATIONS + 1):
-            items = (Item(key=w, audio=audios[w.source][int(w.start * SAMPLE_RATE):int(w.end * SAMPLE_RATE)],
-                          language=lang, duration=w.duration) for w, lang in windows)
-            windows = []
-            for item, result in decode_with_fallback(self.model, self.tokenizer, items, decoding, fallback,
-                                                     batch_size, **extra):
-                w: Window = item.key
-                kept, rest = self._keep(w, result, decoding, allow_rest=round_ < MAX_CONTINUATIONS)
-                done[w.source].append((w, result, kept))
-                pending[w.source] -= 1
-                if rest is not None:  # the remainder goes in the next round, in the parent's language
-                    windows.append((rest, language or result.language))
-                    pending[w.source] += 1
-                if progress and round_ == 0:
-                    progress(w.duration)
-                    reported[w.source] += w.duration
-                if pending[w.source] == 0:
-                    if progress:
-                        progress(len(audios[w.source]) / SAMPLE_RATE - reported.pop(w.source, 0.0))
-                    yield w.source, _file_result(done.pop(w.source), language, fallback)
-                    del audios[w.source]
-            if not windows:
-                break
-            windows.sort(key=lambda x: -x[0].duration)
-
-    def _keep(self, window: Window, result: DecodingResult, decoding: DecodingOptions, allow_rest: bool):
-        """The segments to keep from a window, and the remainder to decode again (or None).
-
-        As openai-whisper's transcribe does, trailing text without a closing timestamp is not
-        kept but decoded again from where it starts, and so is speech after the last timestamp.
-        """
-        segments = list(result.segments)
-        if decoding.without_timestamps or not allow_rest or not segments:
-            return segments, None
-        last = segments[-1]
-        unclosed = last.tokens and last.tokens[-1] < self.tokenizer.timestamp_begin
-        rest = remainder(window, last.start if unclosed else last.end)
-        if rest is not None and unclosed:
-            segments.pop()
-        return segments, rest
-
-    def _speech(self, audio: np.ndarray, use_vad: bool, given: Sequence[dict] | None):
-        """Speech regions (seconds) of one input, and per-frame scores to cut long ones at."""
-        if given is not None:
-            return [(float(s["start"]), float(s["end"])) for s in given], frame_energy(audio)
-        if not use_vad:
-            return [(0.0, len(audio) / SAMPLE_RATE)], frame_energy(audio)
-        regions, probs = vad.get_speech_timestamps(audio, return_probabilities=True)
-        return [(r["start"], r["end"]) for r in regions], probs
+                continue
+            group[i] = (audio, given if vad or given is not None else [(0.0, len(audio) / SAMPLE_RATE)])
+            seconds += len(audio) / SAMPLE_RATE
+            if seconds >= GROUP_SECONDS:
+                yield from job.run(group)
+                group, seconds = {}, 0.0
+        if group:
+            yield from job.run(group)
 
     def _language(self, language: str | None) -> str | None:
         """A language code this model knows (None: detect), or a clear error."""
@@ -211,12 +173,137 @@ class BatchedWhisper:
             self.tokenizer.language_token(code)  # raises for a language outside the vocabulary
         return code
 
-    def _batch_size(self, batch_size: int | str) -> int:
+    def _options(self, task: str, options: dict) -> tuple[DecodingOptions, FallbackOptions, dict]:
+        """Decoding, fallback and other options, checked against this model before any work."""
+        if task == "translate" and not self.tokenizer.multilingual:
+            raise ValueError("this model is English-only: it cannot translate (task must be 'transcribe')")
+        decoding, fallback, extra = _split_options(task, options)
+        LogitRules(self.tokenizer, decoding, self.model.dims.n_vocab)  # raises for bad suppress_tokens
+        return decoding, fallback, extra
+
+    def _batch_size(self, batch_size: int | str, rows_per_segment: int = 1) -> int:
         if batch_size == "auto":
-            return auto_batch_size(self.model)
+            return max(1, auto_batch_size(self.model) // rows_per_segment)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
         return batch_size
+
+
+@dataclass
+class _LongForm:
+    """One `transcribe_audio` call: plans and decodes groups of loaded inputs."""
+
+    owner: BatchedWhisper
+    decoding: DecodingOptions
+    fallback: FallbackOptions
+    extra: dict
+    batch_size: int
+    chunk_size: float
+    language: str | None
+    progress: Callable[[float], None] | None
+    prompt: tuple[int, ...]
+
+    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
+            ) -> Iterator[tuple[int, dict]]:
+        """Decode a group of inputs (audio, given speech regions or None for VAD) together."""
+        keys = list(group)
+        audios = {i: group[i][0] for i in keys}
+        speech, scores = _speech([group[i] for i in keys])
+        planned = [replace(w, source=keys[w.source]) for w in plan_windows(speech, self.chunk_size, scores)]
+        pending = Counter(w.source for w in planned)
+        for i in [i for i in keys if i not in pending]:  # nothing to decode (empty or no speech)
+            self._report(len(audios[i]) / SAMPLE_RATE)
+            yield i, {"segments": [], "language": self.language}
+        done: dict[int, list[tuple[Window, DecodingResult, list[Segment]]]] = defaultdict(list)
+        reported: Counter = Counter()  # seconds passed to `progress`, per input
+        windows = [(w, self.language) for w in planned]
+        for round_ in range(MAX_CONTINUATIONS + 1):
+            items = (Item(key=w, audio=_window_audio(audios[w.source], w), language=lang, duration=w.duration,
+                          prompt=self.prompt) for w, lang in windows)
+            windows = []
+            for item, result in decode_with_fallback(self.owner.model, self.owner.tokenizer, items, self.decoding,
+                                                     self.fallback, self.batch_size, **self.extra):
+                w: Window = item.key
+                kept, rest = self._keep(w, result, allow_rest=round_ < MAX_CONTINUATIONS)
+                done[w.source].append((w, result, kept))
+                pending[w.source] -= 1
+                if rest is not None:  # the remainder goes in the next round, in the parent's language
+                    windows.append((rest, self.language or result.language))
+                    pending[w.source] += 1
+                if round_ == 0:
+                    self._report(w.duration)
+                    reported[w.source] += w.duration
+                if pending[w.source] == 0:
+                    self._report(len(audios[w.source]) / SAMPLE_RATE - reported.pop(w.source, 0.0))
+                    yield w.source, _file_result(done.pop(w.source), self.language, self.fallback)
+                    del audios[w.source]
+            if not windows:
+                break
+            windows.sort(key=lambda x: -x[0].duration)
+
+    def _report(self, seconds: float) -> None:
+        if self.progress:
+            self.progress(seconds)
+
+    def _keep(self, window: Window, result: DecodingResult, allow_rest: bool
+              ) -> tuple[list[Segment], Window | None]:
+        """The segments to keep from a window, and the remainder to decode again (or None).
+
+        As openai-whisper's transcribe does, trailing text without a closing timestamp is not
+        kept but decoded again from where it starts, and so is speech after the last timestamp.
+        """
+        segments = list(result.segments)
+        if self.decoding.without_timestamps or not allow_rest or not segments:
+            return segments, None
+        last = segments[-1]
+        unclosed = last.tokens and last.tokens[-1] < self.owner.tokenizer.timestamp_begin
+        rest = remainder(window, last.start if unclosed else last.end)
+        if rest is not None and unclosed:
+            segments.pop()
+        return segments, rest
+
+
+def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]]
+            ) -> tuple[list[list[tuple[float, float]]], list[np.ndarray]]:
+    """Speech regions (seconds) of each input and per-frame scores to cut long ones at.
+
+    Inputs without given regions go through Silero VAD together, as one batch.
+    """
+    need = [audio for audio, given in inputs if given is None]
+    found = iter(vad.get_speech_timestamps_batch(need, return_probabilities=True) if need else [])
+    speech, scores = [], []
+    for audio, given in inputs:
+        if given is None:
+            regions, probs = next(found)
+            speech.append([(r["start"], r["end"]) for r in regions])
+            scores.append(probs)
+        else:
+            speech.append(given)
+            scores.append(frame_energy(audio))
+    return speech, scores
+
+
+def _regions(given: Sequence[dict], n_samples: int, name: str) -> list[tuple[float, float]]:
+    """Speech regions given for one input, checked and clipped to its duration."""
+    duration = n_samples / SAMPLE_RATE
+    out = []
+    for k, region in enumerate(given):
+        try:
+            start, end = float(region["start"]), float(region["end"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{name}[{k}] must be a dict with numeric 'start' and 'end' seconds, "
+                             f"not {region!r}") from e
+        if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end):
+            raise ValueError(f"{name}[{k}] needs 0 <= start < end (seconds), got {region!r}")
+        if start < duration:
+            out.append((start, min(end, duration)))
+    return out
+
+
+def _window_audio(audio: np.ndarray, window: Window) -> np.ndarray:
+    """A window's samples, never more than 30 s (its ends are rounded to samples together)."""
+    start = round(window.start * SAMPLE_RATE)
+    return audio[start : min(round(window.end * SAMPLE_RATE), start + N_SAMPLES)]
 
 
 def _split_options(task: str, options: dict) -> tuple[DecodingOptions, FallbackOptions, dict]:
@@ -228,7 +315,11 @@ def _split_options(task: str, options: dict) -> tuple[DecodingOptions, FallbackO
         opts.pop("compression_ratio_threshold", 2.4), opts.pop("logprob_threshold", -1.0),
         opts.pop("no_speech_threshold", 0.6))
     extra = {"best_of": opts.pop("best_of", 5), "seed": opts.pop("seed", 0)}
-    return DecodingOptions(task=task, **opts), fallback, extra
+    try:
+        decoding = DecodingOptions(task=task, **opts)
+    except TypeError as e:
+        raise TypeError(f"unknown decoding option ({e})") from e
+    return decoding, fallback, extra
 
 
 def _file_result(windows: list[tuple[Window, DecodingResult, list[Segment]]], language: str | None,

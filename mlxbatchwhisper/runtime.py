@@ -82,7 +82,7 @@ def tune_allocator() -> str:
         return _allocator
     try:
         libc = ctypes.CDLL("libc.so.6")
-        if libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31):
+        if libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1):
             _allocator = "glibc, large blocks kept in the heap"
     except (OSError, AttributeError):  # not glibc (musl, …)
         pass

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FRAME = 512 / 16000  # seconds per score frame (Silero VAD's chunk)
+FRAME = 512 / 16000  # seconds per score frame: Silero VAD's chunk (vad.CHUNK samples at 16 kHz)
 
 
 @dataclass(frozen=True)

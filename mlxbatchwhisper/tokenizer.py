@@ -98,6 +98,7 @@ class Tokenizer:
         object.__setattr__(self, "special_tokens", specials)
 
     def encode(self, text: str) -> list[int]:
+        """Text tokens (special tokens are not recognized in `text`)."""
         return self.encoding.encode(text, disallowed_special=())
 
     def decode(self, tokens: list[int]) -> str:
@@ -105,6 +106,7 @@ class Tokenizer:
         return self.encoding.decode([t for t in tokens if t < self.timestamp_begin])
 
     def decode_with_timestamps(self, tokens: list[int]) -> str:
+        """Text with timestamp tokens written as <|1.08|>."""
         return self.encoding.decode(tokens)
 
     @property
@@ -152,6 +154,7 @@ class Tokenizer:
         return tuple(self.special_tokens[f"<|{code}|>"] for code in self.language_codes)
 
     def language_token(self, language: str) -> int:
+        """The <|xx|> token of a language code or name; ValueError if the vocabulary lacks it."""
         code = language_code(language)
         if code not in self.language_codes:
             raise ValueError(f"language {code!r} is not in this model's vocabulary")

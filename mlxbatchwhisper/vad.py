@@ -19,9 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .audio import check_audio
+from .audio import SAMPLE_RATE, check_audio
 
-SAMPLE_RATE = 16000
 CHUNK = 512  # samples scored per probability
 CONTEXT = 64  # samples of the previous chunk prepended to each chunk
 WEIGHTS = Path(__file__).parent / "assets" / "silero_vad_16k.safetensors"

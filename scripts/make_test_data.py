@@ -24,6 +24,9 @@ def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "corpus-audio")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "manifest.json").exists():
+        if not MAKE_CORPUS.exists():
+            sys.exit(f"the test corpus is built by {MAKE_CORPUS} (the workspace's shared tools, "
+                     "checked out beside this repository); it is missing")
         subprocess.run([sys.executable, str(MAKE_CORPUS), str(out)], check=True)
     if not (out / "sample.wav").exists():
         with tempfile.TemporaryDirectory() as tmp, download_wheel("pyannote-audio", tmp) as wheel:

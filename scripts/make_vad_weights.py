@@ -3,8 +3,8 @@
     pip download --no-deps silero-vad -d /tmp/silero
     python scripts/make_vad_weights.py /tmp/silero/silero_vad-*.whl
 
-The argument is the wheel or the folder it was unpacked into; tests/test_vad.py expects it
-unpacked with `unzip -o -q /tmp/silero/silero_vad-*.whl -d /tmp/silero` (MLXBW_SILERO_ONNX).
+The argument is the wheel or the folder it was unpacked into. (The tests read the wheel's ONNX
+model from the test data, corpus-audio/silero/, which scripts/make_test_data.py unpacks.)
 
 The weights are read from the wheel's TorchScript model (`silero_vad/data/silero_vad.jit`,
 its 16 kHz sub-model): that model and `silero_vad.onnx` are the v6 network, whereas the

@@ -64,6 +64,7 @@ def test_silence_and_empty_audio_give_the_floor():
         (np.zeros(100, np.int16), TypeError, "int16"),
         (np.zeros((16000, 2), np.float32), ValueError, "mix it down"),
         (np.array([0.0, np.nan], np.float32), ValueError, "NaN"),
+        (np.array([0.0, 12000.0, -9000.0], np.float32), ValueError, "divide by 32768"),
         (np.zeros(N_SAMPLES + 1, np.float32), ValueError, "long-form"),
         (np.zeros((2, 2, 2), np.float32), ValueError, "1-D"),
     ],

@@ -1,5 +1,6 @@
 """Long-form transcription: VAD windows pooled across files, against openai-whisper's transcribe()."""
 
+import html
 import json
 import subprocess
 import sys
@@ -8,10 +9,12 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlxbatchwhisper import BatchedWhisper
 from mlxbatchwhisper.cli.transcribe import main as cli
-from mlxbatchwhisper.writers import parse_subtitles
+from mlxbatchwhisper.writers import format_timestamp
 from reference import DATA, corpus_audio, manifest, openai_model, wer
 
 whisper = pytest.importorskip("whisper")
@@ -53,7 +56,7 @@ def test_long_form_wer_within_half_a_point_of_openai(name):
     assert ours["language"] == "en"
 
 
-def test_pooled_files_give_each_file_its_own_text(tmp_path):
+def test_pooled_files_give_each_file_its_own_text():
     inputs = [corpus_audio("long_60s"), DATA / "d03.wav", corpus_audio("d07")]
     pooled = model().transcribe_audio(inputs, batch_size=4)
     for x, result in zip(inputs, pooled):
@@ -70,15 +73,55 @@ def test_multilingual_files_are_detected_per_window():
     assert [r["language"] for r in results] == ["fr", "de"]
 
 
-def test_external_vad_segments_and_no_vad(tmp_path):
+def test_external_vad_segments_and_no_vad():
     audio = corpus_audio("long_60s")
     from mlxbatchwhisper import vad
 
     regions = vad.get_speech_timestamps(audio)
     given = model().transcribe_audio(audio, vad_segments=[regions])[0]
     assert [s["text"] for s in given["segments"]] == [s["text"] for s in model().transcribe_audio(audio)[0]["segments"]]
+    # only the speech we point at is transcribed
+    first = regions[0]
+    part = model().transcribe_audio(audio, vad_segments=[[first]])[0]
+    assert part["segments"] and all(first["start"] <= s["start"] <= s["end"] <= first["end"] for s in part["segments"])
+    alone = model().transcribe([audio[round(first["start"] * 16000):round(first["end"] * 16000)]])[0]
+    assert text_of(part) == " ".join(s.text.strip() for s in alone.segments)
     whole = model().transcribe_audio(audio, vad=False)[0]
     assert wer([manifest()["long_60s"]["text"]], [text_of(whole)]) < 0.3
+
+
+@pytest.mark.parametrize("regions, match", [
+    ([{"start": -1.0, "end": 2.0}], "start < end"),
+    ([{"start": 3.0, "end": 2.0}], "start < end"),
+    ([{"begin": 0.0, "end": 2.0}], "'start' and 'end'"),
+    (["0-2"], "'start' and 'end'"),
+])
+def test_bad_vad_segments_are_refused(regions, match):
+    with pytest.raises(ValueError, match=match):
+        model().transcribe_audio(corpus_audio("d01"), vad_segments=[regions])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 16000 * 60), st.sampled_from([30.0, 29.99, 15.0]))
+def test_a_window_never_holds_more_than_30_s_of_samples(start_sample, length):
+    from mlxbatchwhisper.pipeline import _window_audio
+    from mlxbatchwhisper.schedule import Window
+
+    audio = np.zeros(16000 * 100, np.float32)
+    start = start_sample / 16000 + 1e-7 * (start_sample % 7)
+    w = Window(0, start, start + length, ((start, start + length),))
+    assert len(_window_audio(audio, w)) <= 16000 * 30
+    assert abs(len(_window_audio(audio, w)) - 16000 * length) <= 1
+
+
+def test_initial_prompt_reaches_every_window():
+    audio = corpus_audio("d01")
+    prompt = "Stations, trains and timetables."
+    prompted = model().transcribe_audio(audio, vad=False, initial_prompt=prompt)[0]
+    alone = model().transcribe([audio], initial_prompt=prompt)[0]
+    assert text_of(prompted) == " ".join(s.text.strip() for s in alone.segments)
+    with pytest.raises(TypeError, match="unknown decoding option"):
+        model().transcribe_audio(audio, beam_width=5)
 
 
 def test_files_of_any_rate_and_layout(tmp_path):
@@ -116,10 +159,15 @@ def test_cli_writes_every_format_and_reports_failures(tmp_path, capsys):
     assert cli([str(DATA / "long_60s.wav"), "-o", str(out), "--batch-size", "8"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(f"long_60s.{f}" for f in ("srt", "vtt", "json", "txt", "tsv"))
     result = json.loads((out / "long_60s.json").read_text())
-    for fmt in ("srt", "vtt"):
-        cues = parse_subtitles((out / f"long_60s.{fmt}").read_text())
-        assert [(round(a, 3), round(b, 3), t) for a, b, t in cues] == [
-            (round(s["start"], 3), round(s["end"], 3), s["text"]) for s in result["segments"]]
+    import srt
+    import webvtt
+
+    expected = [(round(s["start"], 3), round(s["end"], 3), s["text"]) for s in result["segments"]]
+    cues = srt.parse((out / "long_60s.srt").read_text())
+    assert [(c.start.total_seconds(), c.end.total_seconds(), c.content) for c in cues] == expected
+    cues = webvtt.read(str(out / "long_60s.vtt"))
+    assert [c.start for c in cues] == [format_timestamp(s["start"], always_hours=True) for s in result["segments"]]
+    assert [html.unescape(c.raw_text) for c in cues] == [s["text"] for s in result["segments"]]
     assert "transcribed 1/1 files" in capsys.readouterr().out
     assert cli([str(DATA / "d05.wav"), str(tmp_path / "nope.wav"), "-o", str(out), "-f", "txt"]) == 1
     captured = capsys.readouterr()

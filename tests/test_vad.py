@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-import os
 import wave
 from pathlib import Path
 
@@ -206,10 +205,6 @@ def test_shipped_weights_match_the_wheel():
         np.testing.assert_array_equal(np.array(shipped[key]), value, err_msg=key)
 
 
-def test_load_model_is_cached():
-    assert vad.load_model() is vad.load_model()
-
-
 def test_empty_and_short_audio():
     assert vad.get_speech_timestamps(np.zeros(0, np.float32)) == []
     segments, probs = vad.get_speech_timestamps(np.zeros(0), return_probabilities=True)
@@ -297,3 +292,10 @@ def test_timestamp_properties(case):
     if math.isinf(options.get("max_speech_duration_s", math.inf)):
         shortest = options.get("min_speech_duration_ms", 250) / 1000
         assert all(s["end"] - s["start"] > shortest - 1e-9 for s in segments)
+
+
+def test_the_scheduler_cuts_on_the_vad_frame_grid():
+    from mlxbatchwhisper import schedule
+    from mlxbatchwhisper.audio import SAMPLE_RATE
+
+    assert schedule.FRAME == vad.CHUNK / SAMPLE_RATE

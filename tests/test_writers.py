@@ -1,12 +1,16 @@
-"""Subtitle and text writers: output parses back to the same segments."""
+"""Subtitle and text writers: output parses back to the same segments with independent parsers."""
 
+import html
 import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlxbatchwhisper.writers import FORMATS, format_timestamp, parse_subtitles, to_srt, to_tsv, to_vtt, write_result
+import srt
+import webvtt
+
+from mlxbatchwhisper.writers import FORMATS, format_timestamp, output_names, to_srt, to_tsv, to_vtt, write_result
 
 texts = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=40).map(
     lambda t: t.strip() or "x")
@@ -20,13 +24,20 @@ def results(draw):
     return {"segments": segments, "language": "en"}
 
 
+def _seconds(stamp: str) -> float:
+    h, m, sec = stamp.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
 @settings(max_examples=100, deadline=None)
 @given(results())
 def test_srt_and_vtt_parse_back_to_the_segments(result):
-    expected = [(s["start"], s["end"], s["text"].replace("-->", "->")) for s in result["segments"]]
-    for document in (to_srt(result), to_vtt(result)):
-        cues = parse_subtitles(document)
-        assert [(round(a, 3), round(b, 3), t) for a, b, t in cues] == expected
+    """The `srt` and `webvtt-py` packages read our files back as the segments we wrote."""
+    expected = [(s["start"], s["end"], s["text"].strip().replace("-->", "->")) for s in result["segments"]]
+    cues = [(c.start.total_seconds(), c.end.total_seconds(), c.content) for c in srt.parse(to_srt(result))]
+    assert [(round(a, 3), round(b, 3), t.strip()) for a, b, t in cues] == [(a, b, t.strip()) for a, b, t in expected]
+    cues = [(_seconds(c.start), _seconds(c.end), html.unescape(c.raw_text)) for c in webvtt.from_string(to_vtt(result))]
+    assert [(round(a, 3), round(b, 3), t.strip()) for a, b, t in cues] == [(a, b, t.strip()) for a, b, t in expected]
 
 
 def test_formats_and_timestamps(tmp_path):
@@ -34,11 +45,16 @@ def test_formats_and_timestamps(tmp_path):
     assert format_timestamp(65.0049, ",", always_hours=True) == "00:01:05,005"
     result = {"segments": [{"start": 0.0, "end": 1.5, "text": " Hello there.", "avg_logprob": -0.1,
                             "no_speech_prob": 0.0}], "language": "en"}
-    paths = write_result(result, "/some/dir/talk.flac", tmp_path, "all")
+    paths = write_result(result, "talk", tmp_path, "all")
     assert sorted(p.name for p in paths) == sorted(f"talk.{f}" for f in FORMATS)
     assert json.loads((tmp_path / "talk.json").read_text()) == result
     assert (tmp_path / "talk.txt").read_text() == "Hello there.\n"
     assert to_tsv(result) == "start\tend\ttext\n0\t1500\tHello there.\n"
     assert to_srt(result) == "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n"
+    assert to_vtt(result) == "WEBVTT\n\n00:00.000 --> 00:01.500\nHello there.\n"
     with pytest.raises(ValueError, match="unknown output format"):
-        write_result(result, "a.wav", tmp_path, "docx")
+        write_result(result, "a", tmp_path, "docx")
+
+
+def test_inputs_with_the_same_stem_get_distinct_names():
+    assert output_names(["a/talk.mp3", "b/talk.mp3", "talk.wav", "x.flac"]) == ["talk", "talk-2", "talk-3", "x"]

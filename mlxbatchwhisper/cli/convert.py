@@ -27,6 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Convert one checkpoint; exit status 0 on success, 2 on a bad source, output or option."""
     args = parse_args(argv)
     from ..checkpoints import CheckpointError
     from ..convert import convert

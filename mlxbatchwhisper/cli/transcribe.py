@@ -41,12 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Transcribe files; exit status 0 if all were transcribed, 1 if some failed, 2 on bad options."""
     args = parse_args(argv)
     from tqdm import tqdm
 
     from ..checkpoints import CheckpointError
     from ..pipeline import BatchedWhisper
-    from ..writers import write_result
+    from ..writers import output_names, write_result
 
     try:
         model = BatchedWhisper.from_pretrained(args.model, dtype=args.dtype)
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.temperature:
         options["temperature"] = tuple(args.temperature)
     total = sum(_duration(f) for f in args.files)
+    names = output_names(args.files)
     failed, start = [], time.perf_counter()
     with tqdm(total=round(total, 1), unit="s", unit_scale=True, desc="audio", dynamic_ncols=True) as bar:
         def progress(seconds: float) -> None:
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     failed.append(path)
                     tqdm.write(f"{path}: failed: {result}", file=sys.stderr)
                     continue
-                written = write_result(result, path, args.output_dir, args.output_format)
+                written = write_result(result, names[i], args.output_dir, args.output_format)
                 tqdm.write(f"{path}: {len(result['segments'])} segments, language {result['language']} -> "
                            f"{', '.join(str(p) for p in written)}")
         except ValueError as e:  # options the decoder refuses
