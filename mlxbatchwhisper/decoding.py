@@ -18,7 +18,7 @@ import numpy as np
 
 from .audio import CHUNK_LENGTH, TIME_PRECISION, log_mel_spectrogram
 from .cache import KVCache
-from .kernels import logsumexp
+from .kernels import logsumexp, top_logprobs
 from .model import Whisper
 from .results import DecodingResult, Segment, compression_ratio
 from .tokenizer import Tokenizer, language_code
@@ -242,7 +242,7 @@ class BatchDecoder:
         self.max_candidates = round((options.beam_size or 1) * (options.patience or 1.0))
         self.key = mx.random.key(seed)
         self._select = mx.compile(self._select_tokens)
-        self._top = mx.compile(self._top_logprobs)
+        self._mask = mx.compile(self._masked_logits)
 
     # ------------------------------------------------------------ device functions
 
@@ -259,12 +259,8 @@ class BatchDecoder:
         stamp = mx.where(tokens >= self.tokenizer.timestamp_begin, tokens, last_ts)
         return tokens, chosen, logits, mx.stack([n_sampled + 1, tokens, last, stamp])
 
-    def _top_logprobs(self, logits, state):
-        logits = self.rules(logits.astype(mx.float32), state[0], state[1], state[2], state[3])
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        k = self.options.beam_size + 1
-        idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
-        return idx, mx.take_along_axis(logprobs, idx, axis=-1)
+    def _masked_logits(self, logits, state):
+        return self.rules(logits.astype(mx.float32), state[0], state[1], state[2], state[3])
 
     # ------------------------------------------------------------ the loop
 
@@ -338,9 +334,7 @@ class BatchDecoder:
         initial = [self._initial_tokens(it) for it in group]
         width = max(map(len, initial))
         pads = [width - len(t) for t in initial for _ in range(n)]
-        repeat = mx.array(np.repeat(np.arange(len(group)), n).astype(np.int32))
-        cache = [KVCache((k[repeat], v[repeat]), pads) for k, v in cross] if n > 1 else [
-            KVCache(kv, pads) for kv in cross]
+        cache = [KVCache(kv, pads, group=n) for kv in cross]
         tokens = mx.array([[0] * (width - len(t)) + list(t) for t in initial for _ in range(n)])
         hidden = model.decoder(tokens, cache=cache)
         sot_col = mx.array([p + initial[r // n].index(tok.sot) for r, p in enumerate(pads)])
@@ -364,8 +358,8 @@ class BatchDecoder:
     def _sample(self, hidden: mx.array, batch: _Batch, jobs: dict[int, _Job]):
         logits = self.model.decoder.project(hidden)
         if self.options.beam_size:
-            idx, vals = self._top(logits, batch.state)
-            perm = self._beam_update(batch.rows, jobs, np.array(idx), np.array(vals))
+            idx, vals = top_logprobs(self._mask(logits, batch.state), self.options.beam_size + 1)
+            perm = self._beam_update(batch.rows, jobs, idx, vals)
             for c in batch.cache:
                 c.permute(perm.tolist())
             batch.state = mx.array(batch.rows.counters())

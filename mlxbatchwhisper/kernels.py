@@ -27,6 +27,7 @@ except ImportError:  # the optional extension was not built: MLX's kernels only
     _kernels = None
 
 MIN_LENGTH = 64
+MAX_QUERIES = 16  # queries per head for the native cross-attention (beams × tokens); more go to BLAS
 THREADS = max(1, min(os.cpu_count() or 1, 16))
 _WARPS = 8
 _CUDA_MIN_HEADS = 512  # fewer (row, head) blocks leave the GPU idle: MLX's kernel is faster there
@@ -154,14 +155,28 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | str | None
 
 
 def cross_attention(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
-    """Attention against precomputed (contiguous) keys/values; one query per head is a decoding step."""
+    """Attention against precomputed (contiguous) keys/values; one query per head is a decoding step.
+
+    When k, v hold fewer rows than q, each consecutive group of q's rows shares one row of them
+    (the beams of a segment): the group's queries attend together, reading the keys once.
+    """
+    group = q.shape[0] // k.shape[0]
+    if group == 1:
+        return _cross_attention(q, k, v)
+    b, h, t, d = q.shape
+    q = q.reshape(b // group, group, h, t, d).transpose(0, 2, 1, 3, 4).reshape(b // group, h, group * t, d)
+    o = _cross_attention(q, k, v)
+    return o.reshape(b // group, h, group, t, d).transpose(0, 2, 1, 3, 4).reshape(b, h, t, d)
+
+
+def _cross_attention(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
     if q.shape[2] == 1 and q.shape[-1] == 64 and q.shape[0] * q.shape[1] >= _CUDA_MIN_HEADS and _cuda():
         return _attend_one_cuda(q, k, v)
-    if q.shape[2] != 1 or not _native(q, k.shape[2]):
+    if q.shape[2] > MAX_QUERIES or not _native(q, k.shape[2]):
         return attention(q, k, v)
-    out = mx.array(q)  # a private copy: the kernel writes its output over it
+    out = mx.contiguous(mx.array(q))  # a private copy: the kernel writes its output over it
     mx.eval(out, k, v)
-    _kernels.attend_one_(out, k, v, k.shape[2], q.shape[-1], q.shape[-1] ** -0.5, THREADS)
+    _kernels.attend_(out, k, v, k.shape[2], q.shape[-1], q.shape[2], q.shape[-1] ** -0.5, THREADS)
     return out
 
 
@@ -175,13 +190,30 @@ def logsumexp(x: mx.array) -> mx.array:
     return mx.array(out)
 
 
+def top_logprobs(logits: mx.array, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest log-probabilities of each row of (B, V) logits, and their token ids (host arrays).
+
+    A beam search step's candidates; the order within a row is not specified.
+    """
+    if logits.ndim != 2 or not _native(logits, logits.shape[-1]):
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
+        return np.array(idx), np.array(mx.take_along_axis(logprobs, idx, axis=-1))
+    rows, n = logits.shape
+    idx, top, lse = np.empty((rows, k), np.int32), np.empty((rows, k), np.float32), np.empty(rows, np.float32)
+    mx.eval(logits)
+    _kernels.topk_(logits, idx, top, n, k, THREADS)
+    _kernels.logsumexp_(logits, lse, n, THREADS)
+    return idx, top - lse[:, None]
+
+
 def gelu(x: mx.array) -> mx.array:
     """Exact (erf) GELU of a (B, T, F) activation.
 
     On the native path the result overwrites `x`: pass a freshly computed array that nothing
     else holds (a layer's output), as the model does.
     """
-    if x.ndim < 2 or not _native(x, x.shape[-2]):
+    if x.ndim < 2 or not _native(x, x.size // x.shape[-1]):  # rows: batch × tokens
         return nn.gelu(x)
     mx.eval(x)
     _kernels.gelu_(x, THREADS)

@@ -208,9 +208,11 @@ class Whisper(nn.Module):
     def __call__(self, mel: mx.array, tokens: mx.array) -> mx.array:
         return self.logits(tokens, self.embed_audio(mel))
 
-    def new_cache(self, audio_features: mx.array, left_padding: list[int] | None = None) -> list[KVCache]:
-        """Empty per-layer caches for these rows, holding their cross-attention K/V."""
-        return [KVCache(kv, left_padding) for kv in self.decoder.cross_kv(audio_features)]
+    def new_cache(self, audio_features: mx.array, left_padding: list[int] | None = None,
+                  group: int = 1) -> list[KVCache]:
+        """Empty per-layer caches holding the cross-attention K/V of these audio rows; with
+        `group` > 1, each audio row serves that many consecutive decoder rows (beams)."""
+        return [KVCache(kv, left_padding, group) for kv in self.decoder.cross_kv(audio_features)]
 
     @property
     def dtype(self) -> mx.Dtype:

@@ -43,6 +43,31 @@ def test_one_query_attention_matches_sdpa():
     assert np.abs(np.array(kernels.cross_attention(q, k, v)) - np.array(ref)).max() < 1e-5
 
 
+@pytest.mark.parametrize("group, tokens", [(5, 1), (4, 3)])
+def test_grouped_cross_attention_matches_repeated_keys(group, tokens):
+    """Rows sharing keys/values (beams) attend together; same as each row with its own copy."""
+    key = mx.random.key(5)
+    kq, kk, kv = mx.random.split(key, 3)
+    q = mx.random.normal((3 * group, 6, tokens, 64), key=kq)
+    k, v = mx.random.normal((3, 6, 1500, 64), key=kk), mx.random.normal((3, 6, 1500, 64), key=kv)
+    repeat = mx.array(np.repeat(np.arange(3), group).astype(np.int32))
+    ref = mx.fast.scaled_dot_product_attention(q, k[repeat], v[repeat], scale=0.125)
+    assert np.abs(np.array(kernels.cross_attention(q, k, v)) - np.array(ref)).max() < 1e-5
+
+
+def test_top_logprobs_are_the_largest_log_probabilities():
+    key = mx.random.key(6)
+    x = mx.random.normal((7, 51864), key=key) * 4
+    x = mx.where(mx.random.uniform(shape=x.shape, key=key) < 0.3, -mx.inf, x)
+    x = mx.concatenate([x, mx.where(mx.arange(51864) < 3, 0.5, -mx.inf)[None]])  # 3 allowed tokens
+    idx, vals = kernels.top_logprobs(x, 6)
+    logprobs = np.array(x - mx.logsumexp(x, axis=-1, keepdims=True))
+    best = -np.sort(-logprobs, axis=1)[:, :6]
+    assert np.allclose(-np.sort(-vals, axis=1), best, atol=1e-4, rtol=0)
+    assert np.allclose(np.take_along_axis(logprobs, idx, 1)[:-1], vals[:-1], atol=1e-4, rtol=0)
+    assert sorted(idx[-1][:3]) == [0, 1, 2] and np.isneginf(vals[-1][3:]).all()
+
+
 def test_encoder_attention_and_gelu_match_mlx():
     key = mx.random.key(2)
     q, k, v = (mx.random.normal((2, 6, 200, 64), key=kk) for kk in mx.random.split(key, 3))
@@ -59,12 +84,12 @@ def test_short_or_half_precision_inputs_use_mlx():
 
 
 def test_wrong_buffers_are_refused():
-    with pytest.raises(TypeError, match="float32"):
+    with pytest.raises(TypeError, match="'f' buffer"):
         kernels._kernels.gelu_(mx.zeros((4,), mx.float16))
     with pytest.raises(ValueError, match="divide"):
         kernels._kernels.softmax_(mx.zeros((10,)), 3)
-    with pytest.raises(ValueError, match="heads"):
-        kernels._kernels.attend_one_(mx.zeros((2, 64)), mx.zeros((2, 10, 64)), mx.zeros((2, 11, 64)), 10, 64, 0.1)
+    with pytest.raises(ValueError, match="units"):
+        kernels._kernels.attend_(mx.zeros((2, 64)), mx.zeros((2, 10, 64)), mx.zeros((2, 11, 64)), 10, 64, 1, 0.1)
 
 
 def test_logsumexp_rows_match_mlx_including_masked_rows():

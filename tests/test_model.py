@@ -100,6 +100,44 @@ def test_cache_rows_of_different_lengths_match_whole_sequences():
     check(incremental(model, cache, step), [0, 1, 3], [0, 1, 3])
 
 
+def test_grouped_rows_share_cross_attention_and_permute_within_groups():
+    """Beams: rows in groups sharing one audio row, reordered within groups, dropped as groups."""
+    model = load_model("tiny.en")
+    rng = np.random.default_rng(2)
+    mel, _ = log_mel_spectrogram([corpus_audio(n) for n in ("d01", "d02", "d03")])
+    features = model.embed_audio(mel)
+    audio_of = [0, 0, 0, 1, 1, 1]  # two segments, three beams each
+    rows = [[50257, 50362] + rng.integers(0, 50000, 2).tolist() for _ in audio_of]
+
+    def check(logits, live):
+        for out, r in zip(logits, live):
+            f = audio_of[r]
+            ref = np.array(model.logits(mx.array([rows[r]]), features[f : f + 1])[:, -1])[0]
+            assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()
+
+    cache = model.new_cache(features[:2], group=3)
+    check(incremental(model, cache, rows), range(6))
+    order = [2, 0, 0, 4, 3, 5]  # beam search keeps some beams twice and drops others
+    for c in cache:
+        c.permute(order)
+    rows = [list(rows[i]) for i in order]
+    step = [[int(t)] for t in rng.integers(0, 50000, 6)]
+    for r, s in zip(rows, step):
+        r += s
+    check(incremental(model, cache, step), range(6))
+    with pytest.raises(ValueError, match="inside their groups"):
+        cache[0].permute([3, 1, 2, 0, 4, 5])
+    with pytest.raises(ValueError, match="whole groups"):
+        cache[0].filter([0, 1, 3, 4, 5])
+    for c in cache:
+        c.filter([3, 4, 5])  # the first segment is done
+    audio_of, rows = audio_of[3:], rows[3:]
+    step = [[int(t)] for t in rng.integers(0, 50000, 3)]
+    for r, s in zip(rows, step):
+        r += s
+    check(incremental(model, cache, step), range(3))
+
+
 def test_cache_grows_past_its_block_size():
     model = load_model("tiny.en")
     mel, _ = log_mel_spectrogram([corpus_audio("d05")])
