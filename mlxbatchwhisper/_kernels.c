@@ -110,20 +110,7 @@ VECTORIZED static void attend(float *q, const float *k, const float *v, Py_ssize
                 scores[j * length + t] = s * scale;
             }
         }
-        for (Py_ssize_t j = 0; j < nq; j++) {
-            float *sj = scores + j * length;
-            float m = -FLT_MAX;
-            for (Py_ssize_t t = 0; t < length; t++) m = sj[t] > m ? sj[t] : m;
-            float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-            for (Py_ssize_t t = 0; t < length; t++) {
-                sj[t] = expf(sj[t] - m);
-                sum += sj[t];
-            }
-            float inv = 1.f / sum;
-#pragma omp simd
-            for (Py_ssize_t t = 0; t < length; t++) sj[t] *= inv;
-        }
+        softmax_rows(scores, nq, length);
         for (Py_ssize_t i = 0; i < nq * dim; i++) out[i] = 0.f;
         for (Py_ssize_t t = 0; t < length; t++) {
             const float *vt = vh + t * dim;
