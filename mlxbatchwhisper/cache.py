@@ -107,7 +107,7 @@ class KVCache:
             return
         if np.any(order[changed] // self.group != changed // self.group):
             raise ValueError("permute must keep rows inside their groups")
-        if mx.default_device() == mx.cpu:  # in place through host views: MLX's CPU gather is ~5x slower
+        if _on_cpu():  # in place through host views: MLX's CPU gather is ~5x slower
             mx.eval(self.keys, self.values)
             for buffer in (self.keys, self.values):
                 rows = np.asarray(memoryview(buffer))
@@ -154,3 +154,7 @@ def _left_pad(kv, pad: int, cache: KVCache) -> tuple[mx.array, mx.array]:
         return keys, values
     widths = [(0, 0), (0, 0), (pad, 0), (0, 0)]
     return mx.pad(keys, widths), mx.pad(values, widths)
+
+
+def _on_cpu() -> bool:
+    return mx.default_device() == mx.cpu

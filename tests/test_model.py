@@ -100,8 +100,15 @@ def test_cache_rows_of_different_lengths_match_whole_sequences():
     check(incremental(model, cache, step), [0, 1, 3], [0, 1, 3])
 
 
-def test_grouped_rows_share_cross_attention_and_permute_within_groups():
-    """Beams: rows in groups sharing one audio row, reordered within groups, dropped as groups."""
+@pytest.mark.parametrize("host_permute", [True, False])
+def test_grouped_rows_share_cross_attention_and_permute_within_groups(host_permute, monkeypatch):
+    """Beams: rows in groups sharing one audio row, reordered within groups, dropped as groups.
+
+    Both ways of permuting: in place through host views (CPU) and with MLX ops (GPUs).
+    """
+    from mlxbatchwhisper import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_on_cpu", lambda: host_permute)
     model = load_model("tiny.en")
     rng = np.random.default_rng(2)
     mel, _ = log_mel_spectrogram([corpus_audio(n) for n in ("d01", "d02", "d03")])
