@@ -12,6 +12,7 @@
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,7 +70,9 @@ VECTORIZED static void topk_rows(const float *x, int *idx, float *val, Py_ssize_
             if (filled == k && m <= bv[k - 1]) continue;
             for (Py_ssize_t i = b; i < end; i++) {
                 float v = p[i];
-                if (!(v >= -FLT_MAX)) continue; /* -inf (masked) */
+                uint32_t bits;
+            memcpy(&bits, &v, sizeof bits);
+            if (bits == 0xff800000u) continue; /* -inf (masked); tested on the bits: -ffast-math assumes finite values */
                 if (filled == k && v <= bv[k - 1]) continue;
                 Py_ssize_t j = filled < k ? filled++ : k - 1;
                 while (j > 0 && bv[j - 1] < v) {

@@ -107,7 +107,7 @@ class KVCache:
             return
         if np.any(order[changed] // self.group != changed // self.group):
             raise ValueError("permute must keep rows inside their groups")
-        if _on_cpu():  # in place through host views: MLX's CPU gather is ~5x slower
+        if _on_cpu() and self.keys.dtype in (mx.float32, mx.float16):  # in place through host views: ~5x faster
             mx.eval(self.keys, self.values)
             for buffer in (self.keys, self.values):
                 rows = np.asarray(memoryview(buffer))

@@ -129,15 +129,17 @@ class BatchedWhisper:
         Inputs are read, VAD-ed and decoded in groups of about GROUP_SECONDS of audio, so memory
         does not grow with their number. `progress` is called with seconds of audio done; with
         on_error="yield", an input that cannot be read yields its exception instead of stopping
-        the others.
+        the others (with "raise", it stops the call; inputs already yielded stand).
         """
         if on_error not in ("raise", "yield"):
             raise ValueError(f"on_error must be 'raise' or 'yield', not {on_error!r}")
         if not 0 < chunk_size <= 30:
             raise ValueError(f"chunk_size must be in (0, 30] seconds, not {chunk_size}")
         inputs = _as_list(audio_or_paths)
-        if vad_segments is not None and len(vad_segments) != len(inputs):
-            raise ValueError(f"vad_segments has {len(vad_segments)} entries for {len(inputs)} inputs")
+        if vad_segments is not None:
+            if len(vad_segments) != len(inputs):
+                raise ValueError(f"vad_segments has {len(vad_segments)} entries for {len(inputs)} inputs")
+            vad_segments = [_regions(given, f"vad_segments[{i}]") for i, given in enumerate(vad_segments)]
         decoding, fallback, extra = self._options(task, options)
         batch_size = self._batch_size(batch_size, decoding.n_group)
         language = self._language(language)
@@ -148,7 +150,7 @@ class BatchedWhisper:
         for i, x in enumerate(inputs):
             try:
                 audio = _load(x, f"input {i}")
-                given = None if vad_segments is None else _regions(vad_segments[i], len(audio), f"vad_segments[{i}]")
+                given = None if vad_segments is None else _clip(vad_segments[i], len(audio) / SAMPLE_RATE)
             except (OSError, ValueError, TypeError) as e:
                 if on_error == "raise":
                     raise
@@ -206,9 +208,11 @@ class _LongForm:
     def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
             ) -> Iterator[tuple[int, dict]]:
         """Decode a group of inputs (audio, given speech regions or None for VAD) together."""
-        keys = list(group)
-        audios = {i: group[i][0] for i in keys}
-        speech, scores = _speech([group[i] for i in keys])
+        keys, inputs = list(group), list(group.values())
+        group.clear()  # the arrays live here only while their windows are being decoded
+        audios = {i: audio for i, (audio, _) in zip(keys, inputs)}
+        speech, scores = _speech(inputs)
+        del inputs
         planned = [replace(w, source=keys[w.source]) for w in plan_windows(speech, self.chunk_size, scores)]
         pending = Counter(w.source for w in planned)
         for i in [i for i in keys if i not in pending]:  # nothing to decode (empty or no speech)
@@ -283,9 +287,8 @@ def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]]
     return speech, scores
 
 
-def _regions(given: Sequence[dict], n_samples: int, name: str) -> list[tuple[float, float]]:
-    """Speech regions given for one input, checked and clipped to its duration."""
-    duration = n_samples / SAMPLE_RATE
+def _regions(given: Sequence[dict], name: str) -> list[tuple[float, float]]:
+    """Speech regions given for one input, as (start, end) seconds, checked."""
     out = []
     for k, region in enumerate(given):
         try:
@@ -295,9 +298,13 @@ def _regions(given: Sequence[dict], n_samples: int, name: str) -> list[tuple[flo
                              f"not {region!r}") from e
         if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end):
             raise ValueError(f"{name}[{k}] needs 0 <= start < end (seconds), got {region!r}")
-        if start < duration:
-            out.append((start, min(end, duration)))
+        out.append((start, end))
     return out
+
+
+def _clip(regions: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
+    """Regions cut to an input's duration."""
+    return [(a, min(b, duration)) for a, b in regions if a < duration]
 
 
 def _window_audio(audio: np.ndarray, window: Window) -> np.ndarray:
@@ -314,7 +321,11 @@ def _split_options(task: str, options: dict) -> tuple[DecodingOptions, FallbackO
         (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature),
         opts.pop("compression_ratio_threshold", 2.4), opts.pop("logprob_threshold", -1.0),
         opts.pop("no_speech_threshold", 0.6))
+    if not fallback.temperatures or any(not t >= 0 for t in fallback.temperatures):
+        raise ValueError(f"temperature must be one value ≥ 0 or a non-empty sequence of them, not {temperature!r}")
     extra = {"best_of": opts.pop("best_of", 5), "seed": opts.pop("seed", 0)}
+    if isinstance(extra["best_of"], bool) or not isinstance(extra["best_of"], int) or extra["best_of"] < 1:
+        raise ValueError(f"best_of must be a positive integer, not {extra['best_of']!r}")
     try:
         decoding = DecodingOptions(task=task, **opts)
     except TypeError as e:

@@ -145,6 +145,22 @@ def test_grouped_rows_share_cross_attention_and_permute_within_groups(host_permu
     check(incremental(model, cache, step), range(3))
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.float16, mx.bfloat16])
+def test_permute_moves_whole_rows_in_every_dtype(dtype):
+    from mlxbatchwhisper.cache import KVCache
+
+    cross = mx.zeros((2, 2, 5, 4), dtype)
+    cache = KVCache((cross, cross), group=3)
+    keys = mx.arange(6 * 2 * 3 * 4).reshape(6, 2, 3, 4).astype(dtype)
+    cache.update_and_fetch(keys, -keys)
+    order = [2, 0, 0, 4, 3, 5]
+    cache.permute(order)
+    k, v = cache.update_and_fetch(mx.zeros((6, 2, 1, 4), dtype), mx.zeros((6, 2, 1, 4), dtype))
+    expected = np.array(keys.astype(mx.float32))[order]
+    assert np.array_equal(np.array(k[:, :, :3].astype(mx.float32)), expected)
+    assert np.array_equal(np.array(v[:, :, :3].astype(mx.float32)), -expected)
+
+
 def test_cache_grows_past_its_block_size():
     model = load_model("tiny.en")
     mel, _ = log_mel_spectrogram([corpus_audio("d05")])
