@@ -87,13 +87,14 @@ def random_weights(args) -> list[dict]:
         ours = BatchedWhisper(model)
         eot = ours.tokenizer.eot
         options = dict(temperature=0.0, language="en", without_timestamps=True, suppress_tokens=[eot],
-                       sample_len=args.steps)
+                       sample_len=args.steps, beam_size=args.beam_size)
         for b in args.batch_sizes:
             windows = [rng.normal(0, 0.1, 480000).astype(np.float32) for _ in range(b * args.batches)]
             ours.transcribe(windows[:b], batch_size=b, **options)  # warm-up at this shape
             results, wall, peak = timed(lambda: ours.transcribe(windows, batch_size=b, **options))
             assert all(len(r.tokens) == args.steps for r in results)
-            rows.append({"impl": "mlxbatchwhisper", "model": name, "dtype": args.dtype, "batch": b,
+            impl = "mlxbatchwhisper" + (f" beam {args.beam_size}" if args.beam_size else "")
+            rows.append({"impl": impl, "model": name, "dtype": args.dtype, "batch": b,
                          "windows_per_s": len(windows) / wall, "tokens_per_s": len(windows) * args.steps / wall,
                          "wall_s": wall, "peak_mb": peak})
             print_row(rows[-1])
@@ -161,6 +162,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeat", type=int, default=2, help="corpus passes (real weights)")
     parser.add_argument("--steps", type=int, default=128, help="tokens per window (random weights)")
+    parser.add_argument("--beam-size", type=int, default=None, help="beam search (random weights; default greedy)")
     parser.add_argument("--batches", type=int, default=2, help="batches per size (random weights)")
     parser.add_argument("--transformers", action="store_true", help="also time transformers' generate (CUDA)")
     parser.add_argument("--json", type=Path, help="write the rows here")
