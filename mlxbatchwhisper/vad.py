@@ -284,18 +284,10 @@ def get_speech_timestamps_batch(
     sample_rate: int = SAMPLE_RATE,
 ) -> list[list[Segment]] | list[tuple[list[Segment], np.ndarray]]:
     """`get_speech_timestamps` for many waveforms, run through the network as one batch."""
+    # the rules' options: every parameter but the inputs and what is handled here
+    options = {k: v for k, v in locals().items() if k not in ("audios", "return_probabilities", "sample_rate")}
     _check_sample_rate(sample_rate)
     audios = [check_audio(a) for a in audios]
-    options = dict(
-        threshold=threshold,
-        neg_threshold=neg_threshold,
-        min_speech_duration_ms=min_speech_duration_ms,
-        min_silence_duration_ms=min_silence_duration_ms,
-        speech_pad_ms=speech_pad_ms,
-        max_speech_duration_s=max_speech_duration_s,
-        min_silence_at_max_speech=min_silence_at_max_speech,
-        use_max_poss_sil_at_max_speech=use_max_poss_sil_at_max_speech,
-    )
     results = []
     for audio, probs in zip(audios, _batch_probabilities(audios)):
         segments = timestamps_from_probabilities(probs, len(audio), **options)
@@ -328,16 +320,5 @@ def get_speech_timestamps(
     (sharing gaps shorter than twice that). With return_probabilities, also returns the
     per-chunk probabilities.
     """
-    return get_speech_timestamps_batch(
-        [audio],
-        threshold=threshold,
-        neg_threshold=neg_threshold,
-        min_speech_duration_ms=min_speech_duration_ms,
-        min_silence_duration_ms=min_silence_duration_ms,
-        speech_pad_ms=speech_pad_ms,
-        max_speech_duration_s=max_speech_duration_s,
-        return_probabilities=return_probabilities,
-        min_silence_at_max_speech=min_silence_at_max_speech,
-        use_max_poss_sil_at_max_speech=use_max_poss_sil_at_max_speech,
-        sample_rate=sample_rate,
-    )[0]
+    options = {k: v for k, v in locals().items() if k != "audio"}  # every parameter, passed on
+    return get_speech_timestamps_batch([audio], **options)[0]
