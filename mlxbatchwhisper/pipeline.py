@@ -86,7 +86,7 @@ class BatchedWhisper:
         prompts = _per_segment(initial_prompt, len(audios), "initial_prompt")
         items = [
             Item(key=i, audio=a, language=lang, duration=len(a) / SAMPLE_RATE,
-                 prompt=tuple(self.tokenizer.encode(" " + p.strip())) if p else ())
+                 prompt=self._prompt(p))
             for i, (a, lang, p) in enumerate(zip(audios, languages, prompts))
         ]
         results: list[DecodingResult | None] = [None] * len(items)
@@ -144,7 +144,7 @@ class BatchedWhisper:
         batch_size = self._batch_size(batch_size, decoding.n_group)
         language = self._language(language)
         job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
-                        prompt=tuple(self.tokenizer.encode(" " + initial_prompt.strip())) if initial_prompt else ())
+                        prompt=self._prompt(initial_prompt))
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
         seconds = 0.0
         for i, x in enumerate(inputs):
@@ -174,6 +174,10 @@ class BatchedWhisper:
         if self.tokenizer.multilingual:
             self.tokenizer.language_token(code)  # raises for a language outside the vocabulary
         return code
+
+    def _prompt(self, text: str | None) -> tuple[int, ...]:
+        """An initial prompt's tokens, as openai-whisper encodes it (a leading space)."""
+        return tuple(self.tokenizer.encode(" " + text.strip())) if text else ()
 
     def _options(self, task: str, options: dict) -> tuple[DecodingOptions, FallbackOptions, dict]:
         """Decoding, fallback and other options, checked against this model before any work."""
