@@ -22,6 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .heads import Heads, check_heads, default_heads, heads_for_name
 from .model import ModelDimensions, Whisper
 
 DEFAULT_MODEL = "tiny.en"
@@ -57,6 +58,7 @@ class Checkpoint:
     weights: dict[str, mx.array]
     quantization: dict | None
     source: Path
+    alignment_heads: Heads | None = None  # as the checkpoint records them, if it does
 
 
 def load_model(
@@ -69,6 +71,8 @@ def load_model(
     once, which computes the same outputs through BLAS.
     """
     ckpt = read_checkpoint(resolve(path_or_repo))
+    if ckpt.alignment_heads is None:
+        ckpt.alignment_heads = heads_for_name(str(path_or_repo))
     return build_model(ckpt, dtype, dequantize)
 
 
@@ -86,6 +90,12 @@ def build_model(ckpt: Checkpoint, dtype: str | mx.Dtype = "float32", dequantize:
     if ckpt.quantization and (mx.default_device() == mx.cpu if dequantize is None else dequantize):
         dequantize_model(model)
     mx.eval(model.parameters())
+    d = ckpt.dims
+    try:
+        model.alignment_heads = (default_heads(d.n_text_layer, d.n_text_head) if ckpt.alignment_heads is None
+                                 else check_heads(ckpt.alignment_heads, d.n_text_layer, d.n_text_head, str(ckpt.source)))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
     return model
 
 
@@ -232,8 +242,9 @@ def _read_mlx(path: Path, config: dict) -> Checkpoint:
     for name in ("weights.safetensors", "weights.npz", "model.safetensors"):
         if (path / name).exists():
             weights = _load_arrays(path / name)
-            weights.pop("alignment_heads", None)  # mlx-whisper stores its word-timing heads as a parameter
-            return Checkpoint(dims, weights, quantization, path)
+            stored = weights.pop("alignment_heads", None)  # mlx-whisper stores its word-timing heads as a parameter
+            heads = config.get("alignment_heads", None if stored is None else stored.tolist())
+            return Checkpoint(dims, weights, quantization, path, heads)
     raise FileNotFoundError(f"{path}: no weights.safetensors or weights.npz beside config.json")
 
 
@@ -305,7 +316,9 @@ def _read_hf(path: Path, config: dict) -> Checkpoint:
         if k in ("proj_out.weight", "model.encoder.embed_positions.weight"):
             continue  # tied to the token embedding; sinusoids recomputed
         weights[_rename(k, _HF_RENAMES)] = v
-    return Checkpoint(dims, _conv_to_mlx(weights), None, path)
+    generation = path / "generation_config.json"
+    heads = _read_json(generation).get("alignment_heads") if generation.exists() else None
+    return Checkpoint(dims, _conv_to_mlx(weights), None, path, heads)
 
 
 def _read_openai(path: Path) -> Checkpoint:
@@ -326,7 +339,7 @@ def _read_openai(path: Path) -> Checkpoint:
             continue
         k = k.replace(".mlp.0.", ".mlp1.").replace(".mlp.2.", ".mlp2.")
         weights[k] = mx.array(v.float().numpy()) if v.dtype == torch.bfloat16 else mx.array(v.numpy())
-    return Checkpoint(dims, _conv_to_mlx(weights), None, path)
+    return Checkpoint(dims, _conv_to_mlx(weights), None, path, heads_for_name(path.name))
 
 
 # ---------------------------------------------------------------- CTranslate2
@@ -409,7 +422,9 @@ def _read_ct2(path: Path) -> Checkpoint:
     v = read_ct2_variables(data, source)
     try:
         dims = _ct2_dims(v)
-        return Checkpoint(dims, _ct2_weights(v, dims), None, path)
+        config = path / "config.json"
+        heads = _read_json(config).get("alignment_heads") if config.exists() else None
+        return Checkpoint(dims, _ct2_weights(v, dims), None, path, heads)
     except KeyError as e:
         raise CheckpointError(f"{source}: missing variable {e}") from e
 

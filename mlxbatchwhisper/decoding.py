@@ -569,8 +569,8 @@ def decode_with_fallback(
             if n + 1 < len(temperatures) and fallback.needs_fallback(result):
                 retry.append((item, result))
             else:
-                item.features = None
                 yield item, result
+                item.features = None  # once the consumer has taken what it needs (word alignment)
         if not retry:
             return
         stream = [item for item, _ in retry]

@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .cache import KVCache
+from .heads import Heads, default_heads
 from .kernels import attention, cross_attention, gelu
 
 
@@ -82,6 +83,12 @@ class MultiHeadAttention(nn.Module):
         batch, _, length, _ = o.shape
         return self.out(o.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
+    def scores(self, x: mx.array, kv: tuple[mx.array, mx.array], heads: list[int]) -> mx.array:
+        """Pre-softmax cross-attention scores of the given heads, (B, len(heads), T, n_audio) float32."""
+        q = self.heads(self.query(x))[:, heads]
+        k = kv[0][:, heads]
+        return (q @ k.swapaxes(-1, -2)).astype(mx.float32) * q.shape[-1] ** -0.5
+
 
 class ResidualAttentionBlock(nn.Module):
     """Pre-norm transformer block: self-attention, optional cross-attention, GELU MLP."""
@@ -107,6 +114,15 @@ class ResidualAttentionBlock(nn.Module):
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.cross_attn_ln(x), kv=cross_kv)
         return x + self.mlp2(gelu(self.mlp1(self.mlp_ln(x))))
+
+    def with_scores(self, x: mx.array, cross_kv: tuple[mx.array, mx.array], heads: list[int]
+                    ) -> tuple[mx.array, mx.array | None]:
+        """A causal pass of whole sequences that also returns the cross-attention scores of `heads`."""
+        x = x + self.attn(self.attn_ln(x), mask="causal")
+        h = self.cross_attn_ln(x)
+        scores = self.cross_attn.scores(h, cross_kv, heads) if heads else None
+        x = x + self.cross_attn(h, kv=cross_kv)
+        return x + self.mlp2(gelu(self.mlp1(self.mlp_ln(x)))), scores
 
 
 class AudioEncoder(nn.Module):
@@ -178,6 +194,25 @@ class TextDecoder(nn.Module):
             x = block(x, mask=mask, cross_kv=cross[i], cache=None if cache is None else cache[i])
         return self.ln(x)
 
+    def forward_with_scores(self, tokens: mx.array, cross: list[tuple[mx.array, mx.array]], heads: Heads
+                            ) -> tuple[mx.array, mx.array]:
+        """Hidden states of whole (right-padded) sequences and the cross-attention scores of the
+        (layer, head) pairs `heads`, stacked as (B, len(heads), T, n_audio) in the order given.
+
+        Layers after the last one named still run: the hidden states feed the word probabilities.
+        """
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
+        by_layer: list[mx.array] = []
+        order = []
+        for i, block in enumerate(self.blocks):
+            wanted = [h for layer, h in heads if layer == i]
+            x, scores = block.with_scores(x, cross[i], wanted)
+            if scores is not None:
+                by_layer.append(scores)
+                order += [(i, h) for h in wanted]
+        stacked = mx.concatenate(by_layer, axis=1)
+        return self.ln(x), stacked[:, mx.array([order.index(tuple(p)) for p in heads])]
+
     def project(self, x: mx.array) -> mx.array:
         """Logits over the vocabulary (the output head is the token embedding)."""
         return self.token_embedding.as_linear(x)
@@ -196,6 +231,7 @@ class Whisper(nn.Module):
             dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer
         )
         self.set_dtype(dtype)
+        self.alignment_heads: Heads = default_heads(dims.n_text_layer, dims.n_text_head)  # for word timing
 
     def embed_audio(self, mel: mx.array) -> mx.array:
         """Encoder output (B, n_audio_ctx, n_audio_state) for mel (B, 3000, n_mels)."""

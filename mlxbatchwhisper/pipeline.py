@@ -16,9 +16,10 @@ from .audio import N_SAMPLES, SAMPLE_RATE, check_audio, load_audio
 from .checkpoints import DEFAULT_MODEL, load_model
 from .decoding import DecodingOptions, FallbackOptions, Item, LogitRules, decode_with_fallback
 from .model import Whisper
-from .results import DecodingResult, Segment
+from .results import DecodingResult, Segment, Word
 from .schedule import Window, frame_energy, plan_windows, remainder, to_file_time
 from .tokenizer import Tokenizer, get_tokenizer, language_code
+from .words import WordAligner, WordOptions, with_words
 
 
 DEFAULT_TEMPERATURES = FallbackOptions.temperatures
@@ -62,12 +63,17 @@ class BatchedWhisper:
         max_initial_timestamp: float | None = 1.0,
         sample_len: int | None = None,
         seed: int = 0,
+        word_timestamps: bool = False,
+        prepend_punctuations: str = WordOptions.prepend_punctuations,
+        append_punctuations: str = WordOptions.append_punctuations,
     ) -> list[DecodingResult]:
         """Transcribe 16 kHz mono float32 segments (each ≤ 30 s) in batches; results in input order.
 
         `language` and `initial_prompt` may be one value for all segments or one per segment;
         `language=None` detects each segment's language. Rows whose output looks wrong
         (compression ratio, average log-probability) are decoded again at the next temperature.
+        With `word_timestamps`, each segment gets its `words`, aligned in batches as openai-whisper
+        aligns them (the punctuation sets are its options of the same names).
         """
         decoding, fallback, extra = self._options(task, dict(
             beam_size=beam_size, patience=patience, length_penalty=length_penalty, suppress_tokens=suppress_tokens,
@@ -92,9 +98,13 @@ class BatchedWhisper:
         results: list[DecodingResult | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: -len(audios[i]))  # similar lengths decode together
         stream = (items[i] for i in order)
-        for item, result in decode_with_fallback(self.model, self.tokenizer, stream, decoding, fallback, batch_size,
-                                                 **extra):
-            results[item.key] = result
+        decoded = ((item, result, result.segments, None) for item, result in decode_with_fallback(
+            self.model, self.tokenizer, stream, decoding, fallback, batch_size, **extra))
+        if word_timestamps:
+            aligner = WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
+            decoded = with_words(aligner, decoded, batch_size)
+        for item, result, timed, _ in decoded:
+            results[item.key] = replace(result, segments=timed)
         return results
 
     def transcribe_audio(self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True,
@@ -108,8 +118,10 @@ class BatchedWhisper:
         `chunk_size` seconds; the windows of all inputs are decoded together in batches of
         `batch_size` segments ("auto": sized from free memory). `initial_prompt` prompts every
         window. Returns, in input order, whisperX-style dicts: {"segments": [{"start", "end",
-        "text", "avg_logprob", "no_speech_prob"}], "language": code}. `options` are
-        `transcribe`'s other decoding options (temperature, beam_size, ...).
+        "text", "avg_logprob", "no_speech_prob"}], "language": code}; with `word_timestamps=True`
+        each segment also has "words" [{"word", "start", "end", "score"}] and the dict a flat
+        "word_segments" list, on the input's timeline. `options` are `transcribe`'s other options
+        (temperature, beam_size, prepend_punctuations, ...).
         """
         inputs = _as_list(audio_or_paths)
         results: list[dict | None] = [None] * len(inputs)
@@ -122,7 +134,9 @@ class BatchedWhisper:
         self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
         language: str | None = None, task: str = "transcribe", vad_segments: Sequence[Sequence[dict]] | None = None,
         initial_prompt: str | None = None, progress: Callable[[float], None] | None = None,
-        on_error: str = "raise", **options: Any,
+        on_error: str = "raise", word_timestamps: bool = False,
+        prepend_punctuations: str = WordOptions.prepend_punctuations,
+        append_punctuations: str = WordOptions.append_punctuations, **options: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
@@ -143,8 +157,9 @@ class BatchedWhisper:
         decoding, fallback, extra = self._options(task, options)
         batch_size = self._batch_size(batch_size, decoding.n_group)
         language = self._language(language)
+        words = WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
         job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
-                        prompt=self._prompt(initial_prompt))
+                        prompt=self._prompt(initial_prompt), words=words if word_timestamps else None)
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
         seconds = 0.0
         for i, x in enumerate(inputs):
@@ -208,6 +223,7 @@ class _LongForm:
     language: str | None
     progress: Callable[[float], None] | None
     prompt: tuple[int, ...]
+    words: WordAligner | None = None
 
     def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
             ) -> Iterator[tuple[int, dict]]:
@@ -222,17 +238,21 @@ class _LongForm:
         for i in [i for i in keys if i not in pending]:  # nothing to decode (empty or no speech)
             self._report(len(audios[i]) / SAMPLE_RATE)
             yield i, {"segments": [], "language": self.language}
-        done: dict[int, list[tuple[Window, DecodingResult, list[Segment]]]] = defaultdict(list)
+        done: dict[int, list[tuple[Window, DecodingResult, tuple[Segment, ...]]]] = defaultdict(list)
         reported: Counter = Counter()  # seconds passed to `progress`, per input
         windows = [(w, self.language) for w in planned]
         for round_ in range(MAX_CONTINUATIONS + 1):
             items = (Item(key=w, audio=_window_audio(audios[w.source], w), language=lang, duration=w.duration,
                           prompt=self.prompt) for w, lang in windows)
             windows = []
-            for item, result in decode_with_fallback(self.owner.model, self.owner.tokenizer, items, self.decoding,
-                                                     self.fallback, self.batch_size, **self.extra):
+            decoded = ((item, result, *self._keep(item.key, result, allow_rest=round_ < MAX_CONTINUATIONS))
+                       for item, result in decode_with_fallback(self.owner.model, self.owner.tokenizer, items,
+                                                                self.decoding, self.fallback, self.batch_size,
+                                                                **self.extra))
+            if self.words is not None:
+                decoded = with_words(self.words, decoded, self.batch_size)
+            for item, result, kept, rest in decoded:
                 w: Window = item.key
-                kept, rest = self._keep(w, result, allow_rest=round_ < MAX_CONTINUATIONS)
                 done[w.source].append((w, result, kept))
                 pending[w.source] -= 1
                 if rest is not None:  # the remainder goes in the next round, in the parent's language
@@ -243,7 +263,7 @@ class _LongForm:
                     reported[w.source] += w.duration
                 if pending[w.source] == 0:
                     self._report(len(audios[w.source]) / SAMPLE_RATE - reported.pop(w.source, 0.0))
-                    yield w.source, _file_result(done.pop(w.source), self.language, self.fallback)
+                    yield w.source, _file_result(done.pop(w.source), self.language, self.fallback, self.words is not None)
                     del audios[w.source]
             if not windows:
                 break
@@ -254,20 +274,20 @@ class _LongForm:
             self.progress(seconds)
 
     def _keep(self, window: Window, result: DecodingResult, allow_rest: bool
-              ) -> tuple[list[Segment], Window | None]:
+              ) -> tuple[tuple[Segment, ...], Window | None]:
         """The segments to keep from a window, and the remainder to decode again (or None).
 
         As openai-whisper's transcribe does, trailing text without a closing timestamp is not
         kept but decoded again from where it starts, and so is speech after the last timestamp.
         """
-        segments = list(result.segments)
+        segments = result.segments
         if self.decoding.without_timestamps or not allow_rest or not segments:
             return segments, None
         last = segments[-1]
         unclosed = last.tokens and last.tokens[-1] < self.owner.tokenizer.timestamp_begin
         rest = remainder(window, last.start if unclosed else last.end)
         if rest is not None and unclosed:
-            segments.pop()
+            segments = segments[:-1]
         return segments, rest
 
 
@@ -337,8 +357,8 @@ def _split_options(task: str, options: dict) -> tuple[DecodingOptions, FallbackO
     return decoding, fallback, extra
 
 
-def _file_result(windows: list[tuple[Window, DecodingResult, list[Segment]]], language: str | None,
-                 fallback: FallbackOptions) -> dict:
+def _file_result(windows: list[tuple[Window, DecodingResult, tuple[Segment, ...]]], language: str | None,
+                 fallback: FallbackOptions, words: bool = False) -> dict:
     """One input's segments on its own timeline, in order; silent windows dropped as openai-whisper does."""
     segments, speech_by_language = [], Counter()
     for w, r, kept in sorted(windows, key=lambda x: x[0].start):
@@ -349,10 +369,22 @@ def _file_result(windows: list[tuple[Window, DecodingResult, list[Segment]]], la
         speech_by_language[r.language] += w.duration
         for s in kept:
             start, end = to_file_time(w, s.start, s.end)
-            segments.append({"start": start, "end": end, "text": s.text.strip(),
-                             "avg_logprob": r.avg_logprob, "no_speech_prob": r.no_speech_prob})
+            segment = {"start": start, "end": end, "text": s.text.strip(), "avg_logprob": r.avg_logprob,
+                       "no_speech_prob": r.no_speech_prob}
+            if words:
+                segment["words"] = [_word_dict(w, word) for word in s.words]
+            segments.append(segment)
     detected = speech_by_language.most_common(1)[0][0] if speech_by_language else None
-    return {"segments": segments, "language": language or detected}
+    result = {"segments": segments, "language": language or detected}
+    if words:
+        result["word_segments"] = [word for s in segments for word in s["words"]]
+    return result
+
+
+def _word_dict(window: Window, word: Word) -> dict:
+    """A word as whisperX writes it (text without the leading space, "score"), on the input's timeline."""
+    start, end = to_file_time(window, word.start, word.end)
+    return {"word": word.word.strip(), "start": start, "end": end, "score": round(word.probability, 3)}
 
 
 def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int:

@@ -7,13 +7,27 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Word:
+    """A word with its time span (seconds, as its segment's) and mean token probability."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class Segment:
-    """A span of text between two timestamp tokens; times in seconds from the segment's start."""
+    """A span of text between two timestamp tokens; times in seconds from the segment's start.
+
+    `words` is filled when word timestamps are asked for.
+    """
 
     start: float
     end: float
     text: str
     tokens: tuple[int, ...] = ()
+    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True)
