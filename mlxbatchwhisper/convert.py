@@ -40,7 +40,8 @@ def save_model(model: Whisper, out: str | os.PathLike, quantization: dict | None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        config = {**model.dims.to_dict(), "model_type": "whisper"}
+        config = {**model.dims.to_dict(), "model_type": "whisper",
+                  "alignment_heads": [list(pair) for pair in model.alignment_heads]}
         if quantization:
             config["quantization"] = quantization
         (tmp / "config.json").write_text(json.dumps(config, indent=2))

@@ -6,6 +6,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 FORMATS = ("srt", "vtt", "json", "txt", "tsv")
@@ -21,24 +22,119 @@ def format_timestamp(seconds: float, decimal: str = ".", always_hours: bool = Fa
     return f"{head}{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
 
 
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+
+
+@dataclass(frozen=True)
+class SubtitleOptions:
+    """How srt/vtt cues are cut when segments carry words (openai-whisper's writer options).
+
+    Lines wrap at `max_line_width` characters; with `max_line_count` as well, cues hold that many
+    lines and segments are no longer kept apart (a pause of over 3 s still starts a new cue);
+    `max_words_per_line` caps the words of a line; `highlight_words` underlines each word in turn.
+    """
+
+    max_line_width: int | None = None
+    max_line_count: int | None = None
+    max_words_per_line: int | None = None
+    highlight_words: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_line_width", "max_line_count", "max_words_per_line"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
+
+
 def _lines(result: dict) -> list[tuple[float, float, str]]:
     """(start, end, text) per segment, text on one line and free of the cue arrow."""
     return [(s["start"], s["end"], " ".join(s["text"].strip().splitlines()).replace("-->", "->"))
             for s in result["segments"]]
 
 
-def to_srt(result: dict) -> str:
+def _cues(result: dict, options: SubtitleOptions) -> list[tuple[float, float, str]]:
+    """Subtitle cues: one per segment, or, when segments carry words, cut and highlighted by `options`."""
+    segments = result["segments"]
+    if not segments or "words" not in segments[0]:
+        return _lines(result)
+    cues = []
+    for group in _word_groups(segments, result.get("language"), options):
+        text = "".join(word for _, _, word in group)
+        if not options.highlight_words:
+            cues.append((group[0][0], group[-1][1], text))
+            continue
+        shown = group[0][0]
+        for i, (start, end, _) in enumerate(group):
+            if _ms(shown) != _ms(start):
+                cues.append((shown, start, text))
+            marked = [_underline(word) if j == i else word for j, (_, _, word) in enumerate(group)]
+            cues.append((start, end, "".join(marked)))
+            shown = end
+    return cues
+
+
+def _word_groups(segments: list[dict], language: str | None, options: SubtitleOptions
+                 ) -> list[list[tuple[float, float, str]]]:
+    """Words grouped into cues, each word's text carrying the space or line break before it."""
+    keep_segments = options.max_line_count is None or options.max_line_width is None
+    width = options.max_line_width or 1000
+    per_line = options.max_words_per_line or 1000
+    gap = "" if language in NO_SPACE_LANGUAGES else " "
+    groups: list[list[tuple[float, float, str]]] = []
+    cue: list[tuple[float, float, str]] = []
+    used, lines = 0, 1
+    last = next((s["words"][0]["start"] for s in segments if s.get("words")), segments[0]["start"])
+    for segment in segments:
+        words = segment.get("words", [])
+        for first in range(0, len(words), per_line):
+            for i, w in enumerate(words[first : first + per_line]):
+                text = gap + w["word"].strip().replace("-->", "->")
+                pause = not keep_segments and w["start"] - last > 3.0
+                new_segment = keep_segments and i == 0 and bool(cue)
+                if used > 0 and used + len(text) <= width and not pause and not new_segment:
+                    used += len(text)
+                else:
+                    text = text.strip()
+                    if new_segment or (cue and options.max_line_count is not None
+                                       and (pause or lines >= options.max_line_count)):
+                        groups.append(cue)
+                        cue, lines = [], 1
+                    elif used > 0:
+                        lines += 1
+                        text = "\n" + text
+                    used = len(text.strip())
+                cue.append((w["start"], w["end"], text))
+                last = w["start"]
+    if cue:
+        groups.append(cue)
+    return groups
+
+
+def _underline(word: str) -> str:
+    body = word.lstrip()
+    return word[: len(word) - len(body)] + f"<u>{body}</u>"
+
+
+def _ms(seconds: float) -> int:
+    return round(max(seconds, 0.0) * 1000)
+
+
+def to_srt(result: dict, options: SubtitleOptions = SubtitleOptions()) -> str:
     """SubRip: numbered cues, HH:MM:SS,mmm times."""
     blocks = [f"{i}\n{format_timestamp(a, ',', True)} --> {format_timestamp(b, ',', True)}\n{text}\n"
-              for i, (a, b, text) in enumerate(_lines(result), start=1)]
+              for i, (a, b, text) in enumerate(_cues(result, options), start=1)]
     return "\n".join(blocks)
 
 
-def to_vtt(result: dict) -> str:
-    """WebVTT: cue text escaped (&, <, >), as the format requires."""
+def to_vtt(result: dict, options: SubtitleOptions = SubtitleOptions()) -> str:
+    """WebVTT: cue text escaped (&, <, >) as the format requires, but for the <u> of highlighted words."""
     escape = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
-    cues = [f"{format_timestamp(a)} --> {format_timestamp(b)}\n{text.translate(escape)}\n"
-            for a, b, text in _lines(result)]
+
+    def escaped(text: str) -> str:
+        return "<u>".join("</u>".join(p.translate(escape) for p in part.split("</u>")) for part in text.split("<u>"))
+
+    cues = [f"{format_timestamp(a)} --> {format_timestamp(b)}\n{escaped(text) if options.highlight_words else text.translate(escape)}\n"
+            for a, b, text in _cues(result, options)]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
@@ -58,7 +154,8 @@ def to_json(result: dict) -> str:
     return json.dumps(result, ensure_ascii=False, indent=1)
 
 
-WRITERS: dict[str, Callable[[dict], str]] = {"srt": to_srt, "vtt": to_vtt, "json": to_json, "txt": to_txt, "tsv": to_tsv}
+WRITERS: dict[str, Callable[..., str]] = {"srt": to_srt, "vtt": to_vtt, "json": to_json, "txt": to_txt, "tsv": to_tsv}
+SUBTITLES = ("srt", "vtt")  # the writers that take SubtitleOptions
 
 
 def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
@@ -72,7 +169,8 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return names
 
 
-def write_result(result: dict, name: str, output_dir: str | os.PathLike, fmt: str = "all") -> list[Path]:
+def write_result(result: dict, name: str, output_dir: str | os.PathLike, fmt: str = "all",
+                 subtitles: SubtitleOptions = SubtitleOptions()) -> list[Path]:
     """Write `result` as <output_dir>/<name>.<fmt> (every format for "all"); return the paths."""
     formats = FORMATS if fmt == "all" else (fmt,)
     unknown = [f for f in formats if f not in WRITERS]
@@ -83,6 +181,7 @@ def write_result(result: dict, name: str, output_dir: str | os.PathLike, fmt: st
     paths = []
     for f in formats:
         path = out / f"{name}.{f}"
-        path.write_text(WRITERS[f](result), encoding="utf-8")
+        text = WRITERS[f](result, subtitles) if f in SUBTITLES else WRITERS[f](result)
+        path.write_text(text, encoding="utf-8")
         paths.append(path)
     return paths

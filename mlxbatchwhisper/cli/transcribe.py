@@ -7,7 +7,16 @@ import sys
 import time
 from pathlib import Path
 
-from ..writers import FORMATS
+from ..words import WordOptions
+from ..writers import FORMATS, SubtitleOptions
+
+
+def _boolean(text: str) -> bool:
+    """openai-whisper's spelling of flags: --word_timestamps True (or just --word_timestamps)."""
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected True or False, not {text!r}")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,7 +40,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--beam-size", type=int, default=None, help="beam search width (default: greedy)")
     parser.add_argument("--temperature", type=float, nargs="+", default=None,
                         help="decoding temperatures, tried in turn for rows that need a fallback")
+    words = parser.add_argument_group("word timestamps")
+    words.add_argument("--word-timestamps", "--word_timestamps", type=_boolean, nargs="?", const=True, default=False,
+                       help="time every word (json gets the words; srt/vtt can cut and highlight by them)")
+    words.add_argument("--highlight-words", "--highlight_words", type=_boolean, nargs="?", const=True, default=False,
+                       help="srt/vtt: underline each word while it is spoken (needs --word-timestamps)")
+    words.add_argument("--max-line-width", "--max_line_width", type=int, default=None,
+                       help="srt/vtt: wrap lines at this many characters (needs --word-timestamps)")
+    words.add_argument("--max-line-count", "--max_line_count", type=int, default=None,
+                       help="srt/vtt: lines per cue; with --max-line-width, cues ignore segment boundaries")
+    words.add_argument("--max-words-per-line", "--max_words_per_line", type=int, default=None,
+                       help="srt/vtt: words per line at most (needs --word-timestamps)")
+    words.add_argument("--prepend-punctuations", "--prepend_punctuations", default=WordOptions.prepend_punctuations,
+                       help="marks joined to the word after them")
+    words.add_argument("--append-punctuations", "--append_punctuations", default=WordOptions.append_punctuations,
+                       help="marks joined to the word before them")
     args = parser.parse_args(argv)
+    uses_words = [n for n in ("highlight_words", "max_line_width", "max_line_count", "max_words_per_line")
+                  if getattr(args, n)]
+    if uses_words and not args.word_timestamps:
+        parser.error(f"--{uses_words[0].replace('_', '-')} needs --word-timestamps")
+    try:
+        args.subtitles = SubtitleOptions(args.max_line_width, args.max_line_count, args.max_words_per_line,
+                                         args.highlight_words)
+    except ValueError as e:
+        parser.error(str(e))
     if args.batch_size != "auto":
         try:
             args.batch_size = int(args.batch_size)
@@ -54,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError, ValueError) as e:
         print(f"mlxbatchwhisper: error: {e}", file=sys.stderr)
         return 2
-    options = {"beam_size": args.beam_size}
+    options = {"beam_size": args.beam_size, "word_timestamps": args.word_timestamps,
+               "prepend_punctuations": args.prepend_punctuations, "append_punctuations": args.append_punctuations}
     if args.temperature:
         options["temperature"] = tuple(args.temperature)
     total = sum(_duration(f) for f in args.files)
@@ -75,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                     failed.append(path)
                     tqdm.write(f"{path}: failed: {result}", file=sys.stderr)
                     continue
-                written = write_result(result, names[i], args.output_dir, args.output_format)
+                written = write_result(result, names[i], args.output_dir, args.output_format, args.subtitles)
                 tqdm.write(f"{path}: {len(result['segments'])} segments, language {result['language']} -> "
                            f"{', '.join(str(p) for p in written)}")
         except ValueError as e:  # options the decoder refuses
