@@ -44,6 +44,14 @@ def test_hf_layout_matches_transformers_forward(hf_random):
     assert np.abs(logits - expected).max() <= 1e-3 * np.abs(expected).max()
 
 
+def test_hf_alignment_heads_come_from_generation_config(tmp_path, hf_random):
+    path = tmp_path / "hf"
+    shutil.copytree(hf_random[0], path)
+    generation = json.loads((path / "generation_config.json").read_text())
+    (path / "generation_config.json").write_text(json.dumps({**generation, "alignment_heads": [[1, 2], [0, 3]]}))
+    assert load_model(path).alignment_heads == ((0, 3), (1, 2))
+
+
 def test_ct2_layout_holds_openai_weights():
     ckpt = read_checkpoint(resolve("tiny.en"))
     assert ckpt.dims.n_vocab == 51864 and ckpt.dims.n_audio_layer == 4 and ckpt.dims.n_text_head == 6
