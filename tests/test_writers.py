@@ -58,3 +58,33 @@ def test_formats_and_timestamps(tmp_path):
 
 def test_inputs_with_the_same_stem_get_distinct_names():
     assert output_names(["a/talk.mp3", "b/talk.mp3", "talk.wav", "x.flac"]) == ["talk", "talk-2", "talk-3", "x"]
+
+
+WORDY = {"language": "en", "segments": [
+    {"start": 0.5, "end": 2.9, "text": "Hello there, my old friend.", "words": [
+        {"word": w, "start": a, "end": b, "score": 0.9} for w, a, b in
+        [("Hello", 0.5, 0.9), ("there,", 0.9, 1.3), ("my", 1.4, 1.6), ("old", 1.6, 2.2), ("friend.", 2.2, 2.9)]]},
+    {"start": 7.0, "end": 9.0, "text": "How are you doing today?", "words": [
+        {"word": w, "start": a, "end": b, "score": 0.8} for w, a, b in
+        [("How", 7.0, 7.2), ("are", 7.2, 7.4), ("you", 7.4, 7.9), ("doing", 7.9, 8.4), ("today?", 8.4, 9.0)]]},
+]}
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+@pytest.mark.parametrize("options", [
+    {}, {"highlight_words": True}, {"max_line_width": 12}, {"max_line_width": 12, "max_line_count": 2},
+    {"max_words_per_line": 2}, {"max_line_width": 10, "max_line_count": 1, "highlight_words": True},
+])
+def test_word_subtitles_match_openai_writers(tmp_path, fmt, options):
+    from whisper.utils import get_writer
+
+    from mlxbatchwhisper.writers import SubtitleOptions, to_srt, to_vtt
+
+    theirs = {"language": "en", "text": "", "segments": [
+        {**s, "words": [{"word": " " + w["word"], "start": w["start"], "end": w["end"], "probability": w["score"]}
+                        for w in s["words"]]} for s in WORDY["segments"]]}
+    full = {"highlight_words": False, "max_line_width": None, "max_line_count": None, "max_words_per_line": None,
+            **options}
+    get_writer(fmt, str(tmp_path))(theirs, str(tmp_path / "x.wav"), full)
+    ours = (to_srt if fmt == "srt" else to_vtt)(WORDY, SubtitleOptions(**options))
+    assert ours.strip() == (tmp_path / f"x.{fmt}").read_text().strip()
