@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Union
 
 import mlx.core as mx
@@ -100,21 +100,22 @@ class BatchedWhisper:
     def transcribe_audio(self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True,
                          chunk_size: float = 30, language: str | None = None, task: str = "transcribe",
                          vad_segments: Sequence[Sequence[dict]] | None = None, initial_prompt: str | None = None,
-                         **options: Any) -> list[dict]:
+                         vad_options: vad.VadOptions | None = None, **options: Any) -> list[dict]:
         """Transcribe whole recordings (files or 16 kHz mono arrays, any length), many at once.
 
         Speech found by Silero VAD (or given as `vad_segments`, one list of {"start", "end"}
         seconds per input; or, with `vad=False`, the whole input) is cut into windows of at most
         `chunk_size` seconds; the windows of all inputs are decoded together in batches of
         `batch_size` segments ("auto": sized from free memory). `initial_prompt` prompts every
-        window. Returns, in input order, whisperX-style dicts: {"segments": [{"start", "end",
+        window; `vad_options` sets the VAD's thresholds. Returns, in input order, whisperX-style dicts: {"segments": [{"start", "end",
         "text", "avg_logprob", "no_speech_prob"}], "language": code}. `options` are
         `transcribe`'s other decoding options (temperature, beam_size, ...).
         """
         inputs = _as_list(audio_or_paths)
         results: list[dict | None] = [None] * len(inputs)
         for i, result in self.transcribe_audio_iter(inputs, batch_size, vad, chunk_size, language, task,
-                                                    vad_segments, initial_prompt, **options):
+                                                    vad_segments, initial_prompt, vad_options=vad_options,
+                                                    **options):
             results[i] = result
         return results
 
@@ -122,7 +123,7 @@ class BatchedWhisper:
         self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
         language: str | None = None, task: str = "transcribe", vad_segments: Sequence[Sequence[dict]] | None = None,
         initial_prompt: str | None = None, progress: Callable[[float], None] | None = None,
-        on_error: str = "raise", **options: Any,
+        on_error: str = "raise", vad_options: vad.VadOptions | None = None, **options: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
@@ -144,7 +145,7 @@ class BatchedWhisper:
         batch_size = self._batch_size(batch_size, decoding.n_group)
         language = self._language(language)
         job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
-                        prompt=self._prompt(initial_prompt))
+                        prompt=self._prompt(initial_prompt), vad_options=vad_options or vad.VadOptions())
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
         seconds = 0.0
         for i, x in enumerate(inputs):
@@ -208,6 +209,7 @@ class _LongForm:
     language: str | None
     progress: Callable[[float], None] | None
     prompt: tuple[int, ...]
+    vad_options: vad.VadOptions
 
     def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
             ) -> Iterator[tuple[int, dict]]:
@@ -215,7 +217,7 @@ class _LongForm:
         keys, inputs = list(group), list(group.values())
         group.clear()  # the arrays live here only while their windows are being decoded
         audios = {i: audio for i, (audio, _) in zip(keys, inputs)}
-        speech, scores = _speech(inputs)
+        speech, scores = _speech(inputs, self.vad_options)
         del inputs
         planned = [replace(w, source=keys[w.source]) for w in plan_windows(speech, self.chunk_size, scores)]
         pending = Counter(w.source for w in planned)
@@ -271,14 +273,15 @@ class _LongForm:
         return segments, rest
 
 
-def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]]
+def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]], vad_options: vad.VadOptions
             ) -> tuple[list[list[tuple[float, float]]], list[np.ndarray]]:
     """Speech regions (seconds) of each input and per-frame scores to cut long ones at.
 
     Inputs without given regions go through Silero VAD together, as one batch.
     """
     need = [audio for audio, given in inputs if given is None]
-    found = iter(vad.get_speech_timestamps_batch(need, return_probabilities=True) if need else [])
+    found = iter(vad.get_speech_timestamps_batch(need, return_probabilities=True, **asdict(vad_options))
+                 if need else [])
     speech, scores = [], []
     for audio, given in inputs:
         if given is None:
