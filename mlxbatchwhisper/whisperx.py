@@ -95,8 +95,9 @@ class AsrOptions:
         for name, default, why in _UNSUPPORTED:
             value = getattr(self, name)
             if value != default:
-                raise NotImplementedError(f"asr_options {name}={value!r} is not supported ({why}); "
-                                          f"leave it at {default!r}")
+                raise NotImplementedError(
+                    f"asr_options {name}={value!r} is not supported ({why}); leave it at {default!r}"
+                )
 
     def transcribe_options(self, numeral_tokens: Sequence[int] = ()) -> dict[str, Any]:
         """These options as `BatchedWhisper.transcribe_audio` keyword options.
@@ -144,8 +145,9 @@ def vad_options_from_dict(options: dict | None) -> tuple[VadOptions, float]:
     merged = {"vad_onset": 0.5, "vad_offset": 0.363, "chunk_size": 30, **(options or {})}
     unknown = sorted(set(merged) - {"vad_onset", "vad_offset", "chunk_size"})
     if unknown:
-        raise ValueError(f"vad_options: unknown option(s) {', '.join(unknown)} (known: vad_onset, vad_offset, "
-                         "chunk_size)")
+        raise ValueError(
+            f"vad_options: unknown option(s) {', '.join(unknown)} (known: vad_onset, vad_offset, chunk_size)"
+        )
     chunk = merged["chunk_size"]
     if isinstance(chunk, bool) or not isinstance(chunk, (int, float)) or not 0 < chunk <= 30:
         raise ValueError(f"vad_options chunk_size must be in (0, 30] seconds, not {chunk!r}")
@@ -159,8 +161,15 @@ def vad_options_from_dict(options: dict | None) -> tuple[VadOptions, float]:
 class WhisperXPipeline:
     """What whisperX's `load_model` returns: a model, its options and VAD settings, and `transcribe`."""
 
-    def __init__(self, model: BatchedWhisper, options: AsrOptions, vad_options: VadOptions, chunk_size: float,
-                 language: str | None = None, task: str = "transcribe"):
+    def __init__(
+        self,
+        model: BatchedWhisper,
+        options: AsrOptions,
+        vad_options: VadOptions,
+        chunk_size: float,
+        language: str | None = None,
+        task: str = "transcribe",
+    ):
         self.model = model
         self.options = options
         self.vad_options = vad_options
@@ -170,9 +179,18 @@ class WhisperXPipeline:
         numerals = model.tokenizer.numeral_symbol_tokens if options.suppress_numerals else ()
         self._decoding = options.transcribe_options(numerals)
 
-    def transcribe(self, audio: str | os.PathLike | np.ndarray, batch_size: int | None = None, num_workers: int = 0,
-                   language: str | None = None, task: str | None = None, chunk_size: float = 30,
-                   print_progress: bool = False, combined_progress: bool = False, verbose: bool = False) -> dict:
+    def transcribe(
+        self,
+        audio: str | os.PathLike | np.ndarray,
+        batch_size: int | None = None,
+        num_workers: int = 0,
+        language: str | None = None,
+        task: str | None = None,
+        chunk_size: float = 30,
+        print_progress: bool = False,
+        combined_progress: bool = False,
+        verbose: bool = False,
+    ) -> dict:
         """Transcribe one recording (a path or 16 kHz mono float32 samples) as whisperX does.
 
         `batch_size` windows are decoded together (None: 16); windows are at most `chunk_size` seconds (and
@@ -191,11 +209,17 @@ class WhisperXPipeline:
             print(f"Progress: {share / 2 if combined_progress else share:.2f}%...")
 
         language = language or self.preset_language
-        (_, result), = self.model.transcribe_audio_iter(
-            [samples], batch_size=16 if batch_size is None else batch_size,
-            chunk_size=min(chunk_size, self.chunk_size), language=language, task=task or self.task,
-            initial_prompt=self.options.initial_prompt, progress=progress if print_progress else None,
-            vad_options=self.vad_options, **self._decoding)
+        ((_, result),) = self.model.transcribe_audio_iter(
+            [samples],
+            batch_size=16 if batch_size is None else batch_size,
+            chunk_size=min(chunk_size, self.chunk_size),
+            language=language,
+            task=task or self.task,
+            initial_prompt=self.options.initial_prompt,
+            progress=progress if print_progress else None,
+            vad_options=self.vad_options,
+            **self._decoding,
+        )
         segments = [_segment(s) for s in result["segments"]]
         if verbose:
             for s in segments:
@@ -206,19 +230,29 @@ class WhisperXPipeline:
 
 def _segment(s: dict) -> dict:
     """One of our segments as whisperX's SingleSegment (plus its words, where there are any)."""
-    out = {"text": s["text"], "start": round(s["start"], 3), "end": round(s["end"], 3),
-           "avg_logprob": s["avg_logprob"]}
+    out = {"text": s["text"], "start": round(s["start"], 3), "end": round(s["end"], 3), "avg_logprob": s["avg_logprob"]}
     if "words" in s:
         out["words"] = s["words"]
     return out
 
 
-def load_model(whisper_arch: str, device: str = "cpu", device_index: int = 0, compute_type: str = "default",
-               asr_options: dict | None = None, language: str | None = None, vad_model: Any = None,
-               vad_method: str | None = "pyannote", vad_options: dict | None = None,
-               model: BatchedWhisper | None = None, task: str = "transcribe", download_root: str | None = None,
-               local_files_only: bool = False, threads: int = 4, use_auth_token: str | bool | None = None
-               ) -> WhisperXPipeline:
+def load_model(
+    whisper_arch: str,
+    device: str = "cpu",
+    device_index: int = 0,
+    compute_type: str = "default",
+    asr_options: dict | None = None,
+    language: str | None = None,
+    vad_model: Any = None,
+    vad_method: str | None = "pyannote",
+    vad_options: dict | None = None,
+    model: BatchedWhisper | None = None,
+    task: str = "transcribe",
+    download_root: str | None = None,
+    local_files_only: bool = False,
+    threads: int = 4,
+    use_auth_token: str | bool | None = None,
+) -> WhisperXPipeline:
     """whisperX's `load_model`: a checkpoint (any name, path or hub repo id `from_pretrained` reads) ready to
     `transcribe`.
 

@@ -33,8 +33,9 @@ def synthesize(voice: str, speed: int, text: str) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         raw, pcm = f"{tmp}/raw.wav", f"{tmp}/out.raw"
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", raw, text], check=True)
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", raw, "-ar", str(SR), "-ac", "1", "-f", "s16le", pcm],
-                       check=True)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-i", raw, "-ar", str(SR), "-ac", "1", "-f", "s16le", pcm], check=True
+        )
         return np.fromfile(pcm, dtype=np.int16)
 
 
@@ -86,15 +87,18 @@ def main() -> None:
     for pid, lang, voice, speed, text in rows:
         pcm[pid] = synthesize(voice, speed, text)
         write_wav(out / f"{pid}.wav", pcm[pid])
-        files[pid] = {"path": f"{pid}.wav", "language": lang, "text": text,
-                      "duration_s": round(len(pcm[pid]) / SR, 3)}
+        files[pid] = {"path": f"{pid}.wav", "language": lang, "text": text, "duration_s": round(len(pcm[pid]) / SR, 3)}
     english = [row[0] for row in rows if row[1] == "en"]
     rng = np.random.default_rng(SEED)
     for name, ids, pad in (("long_60s", english[:4], 60.0), ("long_form", english, None)):
         joined = join([pcm[i] for i in ids], rng, pad)
         write_wav(out / f"{name}.wav", joined)
-        files[name] = {"path": f"{name}.wav", "language": "en", "duration_s": round(len(joined) / SR, 3),
-                       "text": " ".join(files[i]["text"] for i in ids)}
+        files[name] = {
+            "path": f"{name}.wav",
+            "language": "en",
+            "duration_s": round(len(joined) / SR, 3),
+            "text": " ".join(files[i]["text"] for i in ids),
+        }
     version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
     manifest = {"sample_rate": SR, "espeak_ng": version, "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
