@@ -107,8 +107,8 @@ class BatchedWhisper:
         seconds per input; or, with `vad=False`, the whole input) is cut into windows of at most
         `chunk_size` seconds; the windows of all inputs are decoded together in batches of
         `batch_size` segments ("auto": sized from free memory). `initial_prompt` prompts every
-        window; `vad_options` sets the VAD's thresholds. Returns, in input order, whisperX-style dicts: {"segments": [{"start", "end",
-        "text", "avg_logprob", "no_speech_prob"}], "language": code}. `options` are
+        window; `vad_options` sets the VAD's thresholds. Returns, in input order, whisperX-style
+        dicts: {"segments": [{"start", "end", "text", "avg_logprob", "no_speech_prob"}], "language": code}. `options` are
         `transcribe`'s other decoding options (temperature, beam_size, ...).
         """
         inputs = _as_list(audio_or_paths)
