@@ -19,6 +19,7 @@ from .model import Whisper
 from .results import DecodingResult, Segment
 from .schedule import Window, frame_energy, plan_windows, remainder, to_file_time
 from .tokenizer import Tokenizer, get_tokenizer, language_code
+from .vad import VadOptions
 
 
 DEFAULT_TEMPERATURES = FallbackOptions.temperatures
@@ -100,7 +101,7 @@ class BatchedWhisper:
     def transcribe_audio(self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True,
                          chunk_size: float = 30, language: str | None = None, task: str = "transcribe",
                          vad_segments: Sequence[Sequence[dict]] | None = None, initial_prompt: str | None = None,
-                         vad_options: vad.VadOptions | None = None, **options: Any) -> list[dict]:
+                         vad_options: VadOptions | None = None, **options: Any) -> list[dict]:
         """Transcribe whole recordings (files or 16 kHz mono arrays, any length), many at once.
 
         Speech found by Silero VAD (or given as `vad_segments`, one list of {"start", "end"}
@@ -123,7 +124,7 @@ class BatchedWhisper:
         self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
         language: str | None = None, task: str = "transcribe", vad_segments: Sequence[Sequence[dict]] | None = None,
         initial_prompt: str | None = None, progress: Callable[[float], None] | None = None,
-        on_error: str = "raise", vad_options: vad.VadOptions | None = None, **options: Any,
+        on_error: str = "raise", vad_options: VadOptions | None = None, **options: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
@@ -145,7 +146,7 @@ class BatchedWhisper:
         batch_size = self._batch_size(batch_size, decoding.n_group)
         language = self._language(language)
         job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
-                        prompt=self._prompt(initial_prompt), vad_options=vad_options or vad.VadOptions())
+                        prompt=self._prompt(initial_prompt), vad_options=vad_options or VadOptions())
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
         seconds = 0.0
         for i, x in enumerate(inputs):
@@ -209,7 +210,7 @@ class _LongForm:
     language: str | None
     progress: Callable[[float], None] | None
     prompt: tuple[int, ...]
-    vad_options: vad.VadOptions
+    vad_options: VadOptions
 
     def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
             ) -> Iterator[tuple[int, dict]]:
@@ -273,7 +274,7 @@ class _LongForm:
         return segments, rest
 
 
-def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]], vad_options: vad.VadOptions
+def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]], vad_options: VadOptions
             ) -> tuple[list[list[tuple[float, float]]], list[np.ndarray]]:
     """Speech regions (seconds) of each input and per-frame scores to cut long ones at.
 

@@ -60,7 +60,7 @@ class AsrOptions:
     length_penalty: float = 1.0
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
-    temperatures: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    temperatures: float | Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     compression_ratio_threshold: float | None = 2.4
     log_prob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
@@ -69,7 +69,7 @@ class AsrOptions:
     initial_prompt: str | None = None
     prefix: str | None = None
     suppress_blank: bool = True
-    suppress_tokens: Sequence[int] = (-1,)
+    suppress_tokens: Sequence[int] | None = (-1,)
     without_timestamps: bool = True
     max_initial_timestamp: float = 0.0
     word_timestamps: bool = False
@@ -92,6 +92,8 @@ class AsrOptions:
         return cls(**options)
 
     def __post_init__(self) -> None:
+        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or self.beam_size < 1:
+            raise ValueError(f"asr_options beam_size must be a positive integer, not {self.beam_size!r}")
         for name, default, why in _UNSUPPORTED:
             value = getattr(self, name)
             if value != default:
@@ -117,7 +119,7 @@ class AsrOptions:
             "compression_ratio_threshold": self.compression_ratio_threshold,
             "logprob_threshold": self.log_prob_threshold,
             "no_speech_threshold": self.no_speech_threshold,
-            "suppress_tokens": [*self.suppress_tokens, *numeral_tokens],
+            "suppress_tokens": [*(self.suppress_tokens or ()), *numeral_tokens],
             "suppress_blank": self.suppress_blank,
             "without_timestamps": self.without_timestamps,
             "max_initial_timestamp": self.max_initial_timestamp,
@@ -178,6 +180,13 @@ class WhisperXPipeline:
         self.task = task
         numerals = model.tokenizer.numeral_symbol_tokens if options.suppress_numerals else ()
         self._decoding = options.transcribe_options(numerals)
+        try:  # bad values fail here, before any audio is read
+            model._options(task, self._decoding)
+        except ValueError as e:
+            raise ValueError(
+                f"asr_options: {e} (named as in BatchedWhisper.transcribe_audio: max_new_tokens is "
+                "sample_len, temperatures temperature, log_prob_threshold logprob_threshold)"
+            ) from e
 
     def transcribe(
         self,

@@ -106,6 +106,7 @@ def test_default_options_are_the_pipelines():
         (["--temperature", "0.4", "--temperature_increment_on_fallback", "None"], (0.4,)),
         (["--temperature", "0", "--temperature_increment_on_fallback", "0.5"], (0.0, 0.5, 1.0)),
         (["--temperature", "0", "0.3"], (0.0, 0.3)),
+        (["--temperature", "1.5"], (1.5,)),
     ],
 )
 def test_temperatures(argv, temperatures):

@@ -157,6 +157,7 @@ def test_asr_options_map_onto_ours():
         ({"hotwords": "MLX"}, "hotwords='MLX' is not supported"),
         ({"repetition_penalty": 1.2}, "repetition_penalty=1.2 is not supported"),
         ({"word_timestamps": True}, "word_timestamps=True is not supported"),
+        ({"beam_size": 0}, "beam_size must be a positive integer"),
     ],
 )
 def test_asr_options_refused_by_name(options, error):
@@ -187,6 +188,10 @@ def test_load_model_refuses_what_it_cannot_do(pipeline):
         wx.load_model("tiny.en", "cpu", vad_method="webrtc", model=pipeline.model)
     with pytest.raises(ValueError, match="vad_model"):
         wx.load_model("tiny.en", "cpu", vad_model=object(), model=pipeline.model)
+    with pytest.raises(ValueError, match="sample_len must be at least 1.*max_new_tokens is sample_len"):
+        wx.load_model("tiny.en", asr_options={"max_new_tokens": 0}, model=pipeline.model)
+    with pytest.raises(ValueError, match="length_penalty"):
+        wx.load_model("tiny.en", "cpu", asr_options={"length_penalty": 2.0}, model=pipeline.model)
     with pytest.raises(ValueError, match="English-only"):
         wx.load_model("tiny", "cpu", language="de", model=pipeline.model)
     ignored = wx.load_model(

@@ -121,7 +121,8 @@ def transcribe_options(args: argparse.Namespace, tokenizer: Tokenizer) -> dict:
     temperatures = tuple(args.temperature)
     if len(temperatures) == 1 and args.temperature_increment_on_fallback is not None:
         step = args.temperature_increment_on_fallback
-        temperatures = tuple(round(t, 6) for t in np.arange(temperatures[0], 1.0 + 1e-6, step))
+        ladder = np.arange(temperatures[0], 1.0 + 1e-6, step)  # empty for a start above 1: the start alone
+        temperatures = tuple(round(float(t), 6) for t in ladder) or temperatures
     suppress = [*args.suppress_tokens, *(tokenizer.numeral_symbol_tokens if args.suppress_numerals else ())]
     return {
         "temperature": temperatures,
