@@ -30,22 +30,32 @@ pd = pytest.importorskip("pandas")
 
 
 def import_whisperx(module: str, placeholders: dict[str, dict]) -> types.ModuleType:
-    """A whisperX module, with empty modules standing in for the packages in `placeholders` not installed."""
+    """A whisperX module, empty modules (with the given attributes) standing in for those of `placeholders`
+    that are not installed while it is imported."""
     saved = {}
     for name, attributes in placeholders.items():
-        if importlib.util.find_spec(name.split(".")[0]) is None:
-            for part in (name.split(".")[0], name):
-                saved[part] = sys.modules.get(part)
-                sys.modules[part] = types.ModuleType(part)
+        parts = name.split(".")
+        for sub in (".".join(parts[: i + 1]) for i in range(len(parts))):
+            if not _installed(sub):
+                saved[sub] = sys.modules.get(sub)
+                sys.modules[sub] = types.ModuleType(sub)
+        if name in saved:
             vars(sys.modules[name]).update(attributes)
     try:
         return importlib.import_module(module)
     finally:
-        for part, previous in saved.items():
+        for sub, previous in saved.items():
             if previous is None:
-                sys.modules.pop(part, None)
+                sys.modules.pop(sub, None)
             else:
-                sys.modules[part] = previous
+                sys.modules[sub] = previous
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ModuleNotFoundError, ValueError):
+        return False
 
 
 @pytest.fixture(scope="module")
