@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Union
 
 import mlx.core as mx
@@ -20,6 +20,7 @@ from .results import DecodingResult, Segment, Word
 from .schedule import Window, frame_energy, plan_windows, remainder, to_file_time
 from .tokenizer import Tokenizer, get_tokenizer, language_code
 from .words import WordAligner, WordOptions, with_words
+from .vad import VadOptions
 
 
 DEFAULT_TEMPERATURES = FallbackOptions.temperatures
@@ -110,23 +111,24 @@ class BatchedWhisper:
     def transcribe_audio(self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True,
                          chunk_size: float = 30, language: str | None = None, task: str = "transcribe",
                          vad_segments: Sequence[Sequence[dict]] | None = None, initial_prompt: str | None = None,
-                         **options: Any) -> list[dict]:
+                         vad_options: VadOptions | None = None, **options: Any) -> list[dict]:
         """Transcribe whole recordings (files or 16 kHz mono arrays, any length), many at once.
 
         Speech found by Silero VAD (or given as `vad_segments`, one list of {"start", "end"}
         seconds per input; or, with `vad=False`, the whole input) is cut into windows of at most
         `chunk_size` seconds; the windows of all inputs are decoded together in batches of
         `batch_size` segments ("auto": sized from free memory). `initial_prompt` prompts every
-        window. Returns, in input order, whisperX-style dicts: {"segments": [{"start", "end",
-        "text", "avg_logprob", "no_speech_prob"}], "language": code}; with `word_timestamps=True`
-        each segment also has "words" [{"word", "start", "end", "score"}] and the dict a flat
-        "word_segments" list, on the input's timeline. `options` are `transcribe`'s other options
-        (temperature, beam_size, prepend_punctuations, ...).
+        window; `vad_options` sets the VAD's thresholds. Returns, in input order, whisperX-style
+        dicts: {"segments": [{"start", "end", "text", "avg_logprob", "no_speech_prob"}], "language": code};
+        with `word_timestamps=True` each segment also has "words" [{"word", "start", "end", "score"}]
+        and the dict a flat "word_segments" list, on the input's timeline. `options` are
+        `transcribe`'s other options (temperature, beam_size, prepend_punctuations, ...).
         """
         inputs = _as_list(audio_or_paths)
         results: list[dict | None] = [None] * len(inputs)
         for i, result in self.transcribe_audio_iter(inputs, batch_size, vad, chunk_size, language, task,
-                                                    vad_segments, initial_prompt, **options):
+                                                    vad_segments, initial_prompt, vad_options=vad_options,
+                                                    **options):
             results[i] = result
         return results
 
@@ -134,7 +136,7 @@ class BatchedWhisper:
         self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
         language: str | None = None, task: str = "transcribe", vad_segments: Sequence[Sequence[dict]] | None = None,
         initial_prompt: str | None = None, progress: Callable[[float], None] | None = None,
-        on_error: str = "raise", word_timestamps: bool = False,
+        on_error: str = "raise", vad_options: VadOptions | None = None, word_timestamps: bool = False,
         prepend_punctuations: str = WordOptions.prepend_punctuations,
         append_punctuations: str = WordOptions.append_punctuations, **options: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
@@ -159,7 +161,8 @@ class BatchedWhisper:
         language = self._language(language)
         words = WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
         job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
-                        prompt=self._prompt(initial_prompt), words=words if word_timestamps else None)
+                        prompt=self._prompt(initial_prompt), vad_options=vad_options or VadOptions(),
+                        words=words if word_timestamps else None)
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
         seconds = 0.0
         for i, x in enumerate(inputs):
@@ -223,6 +226,7 @@ class _LongForm:
     language: str | None
     progress: Callable[[float], None] | None
     prompt: tuple[int, ...]
+    vad_options: VadOptions
     words: WordAligner | None = None
 
     def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
@@ -231,7 +235,7 @@ class _LongForm:
         keys, inputs = list(group), list(group.values())
         group.clear()  # the arrays live here only while their windows are being decoded
         audios = {i: audio for i, (audio, _) in zip(keys, inputs)}
-        speech, scores = _speech(inputs)
+        speech, scores = _speech(inputs, self.vad_options)
         del inputs
         planned = [replace(w, source=keys[w.source]) for w in plan_windows(speech, self.chunk_size, scores)]
         pending = Counter(w.source for w in planned)
@@ -291,14 +295,15 @@ class _LongForm:
         return segments, rest
 
 
-def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]]
+def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]], vad_options: VadOptions
             ) -> tuple[list[list[tuple[float, float]]], list[np.ndarray]]:
     """Speech regions (seconds) of each input and per-frame scores to cut long ones at.
 
     Inputs without given regions go through Silero VAD together, as one batch.
     """
     need = [audio for audio, given in inputs if given is None]
-    found = iter(vad.get_speech_timestamps_batch(need, return_probabilities=True) if need else [])
+    found = iter(vad.get_speech_timestamps_batch(need, return_probabilities=True, **asdict(vad_options))
+                 if need else [])
     speech, scores = [], []
     for audio, given in inputs:
         if given is None:

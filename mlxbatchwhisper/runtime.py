@@ -72,6 +72,21 @@ def bind_fast_blas() -> str | None:
     return None
 
 
+def set_blas_threads(n: int) -> bool:
+    """Let the bound BLAS (OpenBLAS or MKL) use `n` threads; False if none that can be told is bound."""
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, not {n}")
+    if not _bound:
+        return False
+    lib = ctypes.CDLL(_bound)
+    for name in ("openblas_set_num_threads", "MKL_Set_Num_Threads"):
+        setter = getattr(lib, name, None)
+        if setter is not None:
+            setter(ctypes.c_int(n))
+            return True
+    return False
+
+
 def tune_allocator() -> str:
     """Keep large blocks in glibc's heap (mmap threshold 1 GiB, trim threshold 2 GiB).
 

@@ -186,6 +186,11 @@ class Tokenizer:
                     tokens.add(ids[0])
         return tuple(sorted(tokens))
 
+    @cached_property
+    def numeral_symbol_tokens(self) -> tuple[int, ...]:
+        """Text tokens that write a digit, '%', '$' or '£' (whisperX's suppress_numerals suppresses them)."""
+        return tuple(t for t in range(self.eot) if any(c in "0123456789%$£" for c in self.encoding.decode([t])))
+
 
 @lru_cache(maxsize=None)
 def get_tokenizer(multilingual: bool, num_languages: int = 99) -> Tokenizer:

@@ -13,6 +13,8 @@ silero-vad's function of the same name (v6.2), returned in seconds.
 from __future__ import annotations
 
 import functools
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -268,6 +270,24 @@ def timestamps_from_probabilities(
     )
     _pad_runs(runs, pad, num_samples)
     return [{"start": s / SAMPLE_RATE, "end": e / SAMPLE_RATE} for s, e in runs]
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """The speech-region thresholds a pipeline passes to `get_speech_timestamps` (same names and meaning)."""
+
+    threshold: float = 0.5  # a region opens at a chunk this likely to be speech
+    neg_threshold: float | None = None  # ... and closes below this (default max(threshold - 0.15, 0.01))
+    max_speech_duration_s: float = float("inf")  # longer regions are split (at their longest silence)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"VAD threshold must be in (0, 1), not {self.threshold!r}")
+        if self.neg_threshold is not None and not 0 < self.neg_threshold <= self.threshold:
+            raise ValueError(f"VAD neg_threshold must be in (0, threshold={self.threshold}], "
+                             f"not {self.neg_threshold!r}")
+        if math.isnan(self.max_speech_duration_s) or self.max_speech_duration_s <= 0:
+            raise ValueError(f"VAD max_speech_duration_s must be positive, not {self.max_speech_duration_s!r}")
 
 
 def get_speech_timestamps_batch(

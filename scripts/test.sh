@@ -14,5 +14,7 @@ if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
 fi
 
 python -m pip install -q -e ".[cpu,test]"
+# whisperX for tests/test_whisperx_compat.py: its metadata pins torch 2.8, so without its dependencies
+python -m pip install -q --no-deps "whisperx==3.8.6"
 python scripts/make_test_data.py
 python -m pytest -q "$@"

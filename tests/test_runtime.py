@@ -47,3 +47,16 @@ def test_importing_mlx_first_is_reported():
     out = run_python(code)
     if sys.platform == "linux":
         assert "imported before mlxbatchwhisper" in out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the BLAS binding is for Linux")
+def test_blas_threads_can_be_set():
+    """--threads: the bound OpenBLAS or MKL is told how many threads to use (in a child: the setting is global)."""
+    code = (
+        "import ctypes, mlxbatchwhisper; from mlxbatchwhisper import runtime as r; lib = ctypes.CDLL(r._bound)\n"
+        "get = getattr(lib, 'openblas_get_num_threads', None) or lib.MKL_Get_Max_Threads\n"
+        "print(r.set_blas_threads(1), get())"
+    )
+    assert run_python(code) == "True 1"
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        runtime.set_blas_threads(0)

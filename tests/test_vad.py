@@ -1,6 +1,6 @@
 """Tests of the MLX Silero VAD port against silero-vad's ONNX model and its own Python code.
 
-Data from scripts/make_test_data.py (tests skip what is missing): the corpus WAVs and
+Data from scripts/make_test_data.py (tests skip what is missing; in CI a skip fails): the corpus WAVs and
 pyannote's sample.wav in the test-data folder, and the unpacked silero-vad wheel in its
 silero/ folder, whose silero_vad/data/silero_vad.onnx is the reference network and whose
 silero_vad/utils_vad.py the reference timestamp code.
