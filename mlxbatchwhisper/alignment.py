@@ -18,6 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import HOP_LENGTH
+from .kernels import logsumexp
 from .model import Whisper
 
 TOKENS_PER_SECOND = 50  # audio positions per second: the encoder halves the 100 mel frames per second
@@ -65,7 +66,7 @@ def align_tokens(model: Whisper, rows: Sequence[AlignmentRow], eot: int,
     probs = _text_probabilities(model, hidden[:, prefix - 1 : prefix - 1 + int(n_text.max())], tokens, prefix, eot)
     matrix = _attention_matrix(scores, np.array([len(s) for s in sequences]), frames, prefix - 1,
                                int(n_text.max()) + 1, medfilt_width)
-    probs, matrix = np.array(probs), np.array(matrix).astype(np.float64)
+    probs, matrix = np.array(probs), matrix.astype(np.float64)
     starts = dtw_token_starts(-matrix, n_text + 1, frames)
     for k, i in enumerate(todo):
         out[i] = TokenAlignment(starts[k, : n_text[k] + 1] / TOKENS_PER_SECOND, probs[k, : n_text[k]])
@@ -74,19 +75,22 @@ def align_tokens(model: Whisper, rows: Sequence[AlignmentRow], eot: int,
 
 def _text_probabilities(model: Whisper, hidden: mx.array, tokens: mx.array, prefix: int, eot: int) -> mx.array:
     """(B, N) probability of each text token given the ones before, over the text vocabulary only."""
-    logits = model.decoder.project(hidden)[..., :eot].astype(mx.float32)
-    targets = tokens[:, prefix : prefix + hidden.shape[1]]
-    chosen = mx.take_along_axis(logits, mx.minimum(targets, eot - 1)[..., None], axis=-1)[..., 0]
-    return mx.exp(chosen - mx.logsumexp(logits, axis=-1))
+    batch, n, width = hidden.shape
+    text_vocab = model.decoder.token_embedding.weight[:eot]  # the output head, cut to text tokens
+    logits = (hidden.reshape(-1, width) @ text_vocab.T).astype(mx.float32)
+    targets = mx.minimum(tokens[:, prefix : prefix + n], eot - 1).reshape(-1, 1)
+    chosen = mx.take_along_axis(logits, targets, axis=-1)[:, 0]
+    return mx.exp(chosen - logsumexp(logits)).reshape(batch, n)
 
 
 def _attention_matrix(scores: mx.array, lengths: np.ndarray, frames: np.ndarray, first: int, n_rows: int,
-                      width: int) -> mx.array:
+                      width: int) -> np.ndarray:
     """(B, n_rows, max frames) token-by-time similarity from the heads' scores (B, H, T, n_audio).
 
-    Per row: softmax over its own frames, standardized over its own tokens per head and frame,
-    median-filtered in time (reflecting at the row's own last frame), averaged over heads; then
-    rows `first` .. `first + n_rows` (the positions that predict the text and end-of-text) are kept.
+    Per row: softmax over its own frames, standardized over its own tokens per head and frame
+    (on the device), then rows `first` .. `first + n_rows` (the positions that predict the text
+    and end-of-text) median-filtered in time, reflecting at the row's own last frame, and
+    averaged over heads (on the host).
     """
     n_frames = int(frames.max())
     scores = scores[..., :n_frames]
@@ -97,25 +101,36 @@ def _attention_matrix(scores: mx.array, lengths: np.ndarray, frames: np.ndarray,
     mean = (weights * token_ok).sum(axis=2, keepdims=True) / count
     var = (mx.square(weights - mean) * token_ok).sum(axis=2, keepdims=True) / count
     weights = ((weights - mean) / mx.sqrt(var))[:, :, first : first + n_rows]
-    weights = mx.where(time_ok, weights, 0.0)
+    weights = np.array(mx.where(time_ok, weights, 0.0))
     return median_filter(weights, frames, width).mean(axis=1)
 
 
-def median_filter(x: mx.array, lengths: np.ndarray, width: int) -> mx.array:
+def median_filter(x: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     """Median of `width` neighbours along the last axis of (B, ..., F), each row reflected at its own
-    length; rows no longer than width // 2 are returned unfiltered (as openai-whisper does)."""
+    length; rows no longer than width // 2 are returned unfiltered (as openai-whisper does).
+
+    The median is taken by a sorting network over `width` shifted copies (element-wise min/max),
+    which is several times faster than sorting each window.
+    """
     half = width // 2
     n = x.shape[-1]
-    pos = np.arange(n)[None, :, None] + np.arange(-half, half + 1)[None, None, :]  # (1, F, width)
-    last = np.maximum(lengths - 1, 0)[:, None, None]
-    idx = np.abs(pos)
-    idx = np.where(idx > last, 2 * last - idx, idx)
-    idx = np.clip(idx, 0, n - 1).astype(np.int32)  # (B, F, width)
-    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (n * width,)
-    windows = mx.take_along_axis(x, mx.array(idx.reshape(len(lengths), -1)).reshape(shape), axis=-1)
-    med = mx.sort(windows.reshape(*x.shape, width), axis=-1)[..., half]
-    keep = mx.array(lengths > half).reshape((-1,) + (1,) * (x.ndim - 1))
-    return mx.where(keep, med, x)
+    last = np.maximum(lengths - 1, 0)[:, None]
+    shifted = []
+    for k in range(-half, half + 1):
+        idx = np.abs(np.arange(n)[None, :] + k)
+        idx = np.clip(np.where(idx > last, 2 * last - idx, idx), 0, n - 1)  # (B, F): reflect at each row's end
+        shifted.append(np.take_along_axis(x, idx.reshape((len(lengths),) + (1,) * (x.ndim - 2) + (n,)), axis=-1))
+    for i, j in _sorting_network(width):
+        low = np.minimum(shifted[i], shifted[j])
+        np.maximum(shifted[i], shifted[j], out=shifted[j])
+        shifted[i] = low
+    keep = (lengths > half).reshape((-1,) + (1,) * (x.ndim - 1))
+    return np.where(keep, shifted[half], x)
+
+
+def _sorting_network(n: int) -> list[tuple[int, int]]:
+    """Compare-exchange pairs that sort n values (odd-even transposition: n rounds)."""
+    return [(i, i + 1) for r in range(n) for i in range(r % 2, n - 1, 2)]
 
 
 def dtw_token_starts(cost: np.ndarray, n_rows: np.ndarray, n_cols: np.ndarray) -> np.ndarray:

@@ -101,13 +101,12 @@ def test_dtw_matches_openai_on_rows_of_different_sizes():
 
 
 def test_median_filter_matches_openai_reflecting_at_each_row_end():
-    import mlx.core as mx
     from whisper.timing import median_filter as openai_median
 
     rng = np.random.default_rng(1)
     lengths = np.array([50, 3, 4, 7, 1, 33])
     x = rng.standard_normal((len(lengths), 2, 5, 50)).astype(np.float32)
-    ours = np.array(median_filter(mx.array(x), lengths, 7))
+    ours = median_filter(x, lengths, 7)
     for b, n in enumerate(lengths):
         expected = openai_median(torch.from_numpy(x[b, :, :, :n].copy()), 7).numpy()
         assert np.array_equal(ours[b, :, :, :n], expected), b
