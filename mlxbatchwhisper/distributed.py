@@ -120,7 +120,8 @@ def transcribe_dataset(ds: ray.data.Dataset, model: str = DEFAULT_MODEL, batch_s
     "bytes" and "path"). Each actor takes `files_per_batch` files at a time and decodes their
     windows together in batches of `batch_size`; it reserves `threads` CPUs and limits its BLAS
     to as many threads (`num_gpus=1`: one GPU each). `options` are `transcribe_audio`'s (see
-    `TranscribeOptions`). Returns a dataset of SCHEMA rows, one per input row: an unreadable file
+    `TranscribeOptions`). A block of `ds` is one worker task, so give it at least `concurrency`
+    blocks (e.g. `ray.data.from_items(rows, override_num_blocks=...)`). Returns a dataset of SCHEMA rows, one per input row: an unreadable file
     has its message in `error` (and null text), never failing the job; actors that die are restarted
     and their batches retried (Ray Data's defaults), so every input comes out exactly once.
     """

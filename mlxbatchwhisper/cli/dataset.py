@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     failed, seconds, start = 0, 0.0, time.perf_counter()
     with tqdm(total=len(todo), unit="file", desc="files", dynamic_ncols=True) as bar:
         if todo:
-            ds = ray.data.from_items([{"path": f} for f in todo])
+            blocks = -(-len(todo) // args.files_per_batch)  # a block is one worker task
+            ds = ray.data.from_items([{"path": f} for f in todo], override_num_blocks=blocks)
             try:
                 out = transcribe_dataset(ds, model=args.model, batch_size=args.batch_size, concurrency=args.workers,
                                          num_gpus=args.gpus, files_per_batch=args.files_per_batch,
