@@ -25,6 +25,7 @@ import mlx.core as mx
 
 from .audio import audio_duration
 from .checkpoints import DEFAULT_MODEL
+from .kernels import THREADS_ENV
 from .pipeline import BatchedWhisper
 
 _LOAD = inspect.signature(BatchedWhisper.from_pretrained).parameters
@@ -119,11 +120,14 @@ def transcribe_dataset(ds: ray.data.Dataset, model: str = DEFAULT_MODEL, batch_s
     s3://…) or as the file's bytes (`ray.data.read_binary_files(..., include_paths=True)` gives
     "bytes" and "path"). Each actor takes `files_per_batch` files at a time and decodes their
     windows together in batches of `batch_size`; it reserves `threads` CPUs and limits its BLAS
-    to as many threads (`num_gpus=1`: one GPU each). `options` are `transcribe_audio`'s (see
-    `TranscribeOptions`). A block of `ds` is one worker task, so give it at least `concurrency`
-    blocks (e.g. `ray.data.from_items(rows, override_num_blocks=...)`). Returns a dataset of SCHEMA rows, one per input row: an unreadable file
-    has its message in `error` (and null text), never failing the job; actors that die are restarted
-    and their batches retried (Ray Data's defaults), so every input comes out exactly once.
+    and native kernels to as many threads (`num_gpus=1`: one GPU each). `options` are
+    `transcribe_audio`'s (see `TranscribeOptions`). A block of `ds` is one worker task: give it at
+    least `concurrency` blocks (`ray.data.from_items(rows, override_num_blocks=...)`), and leave
+    upstream operators (reads) a CPU the workers don't reserve.
+
+    Returns a dataset of SCHEMA rows, one per input row: an unreadable file has its message in
+    `error` (and null text), never failing the job; actors that die are restarted and their
+    batches retried (Ray Data's defaults), so every input comes out exactly once.
     """
     opts = TranscribeOptions.from_kwargs(model=model, batch_size=batch_size, **options)
     for name, value in (("concurrency", concurrency), ("files_per_batch", files_per_batch), ("threads", threads)):
@@ -131,7 +135,8 @@ def transcribe_dataset(ds: ray.data.Dataset, model: str = DEFAULT_MODEL, batch_s
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
     if not isinstance(num_gpus, (int, float)) or isinstance(num_gpus, bool) or num_gpus < 0:
         raise ValueError(f"num_gpus must be a number ≥ 0 (GPUs per worker), not {num_gpus!r}")
-    limit = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    limit = {name: str(threads)
+             for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV)}
     return ds.map_batches(
         Transcriber, fn_constructor_kwargs={"options": opts, "audio_column": audio_column},
         batch_size=files_per_batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),

@@ -27,13 +27,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "extensions); local paths, or URIs pyarrow reads (s3://…, gs://…) visible to every worker")
     parser.add_argument("--output", "-o", required=True, help="directory for the part files")
     parser.add_argument("--format", choices=sorted(PART_EXTENSIONS), default="parquet")
-    parser.add_argument("--address", default="local",
-                        help="'local' starts Ray on this machine; 'auto' joins the running cluster; or a ray:// address")
+    parser.add_argument("--address", default="local", help="'local' starts Ray on this machine; 'auto' joins the "
+                        "running cluster; or a ray:// address")
     parser.add_argument("--workers", type=int, default=1, help="workers (actors), each with its own model")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (and CPUs reserved) per worker")
     parser.add_argument("--gpus", type=float, default=0, help="GPUs per worker (1 on GPU nodes)")
     parser.add_argument("--files-per-batch", type=int, default=8, help="files a worker transcribes together")
-    parser.add_argument("--model", default="tiny.en", help="model name (tiny.en, base, …), path or Hugging Face repo id")
+    parser.add_argument("--model", default="tiny.en", help="model name (tiny.en, base, …), path or hub repo id")
     parser.add_argument("--batch-size", default="16", help="windows decoded together, or 'auto' (from free memory)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--language", default=None, help="language code or name; detected per window if omitted")
@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import ray
     import ray.data
-    from tqdm import tqdm
 
     from ..distributed import transcribe_dataset
 
@@ -139,34 +138,43 @@ def main(argv: list[str] | None = None) -> int:
                  logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    options = dict(dtype=args.dtype, language=args.language, task=args.task, vad=args.vad, beam_size=args.beam_size)
-    failed, seconds, start = 0, 0.0, time.perf_counter()
-    with tqdm(total=len(todo), unit="file", desc="files", dynamic_ncols=True) as bar:
-        if todo:
-            blocks = -(-len(todo) // args.files_per_batch)  # a block is one worker task
-            ds = ray.data.from_items([{"path": f} for f in todo], override_num_blocks=blocks)
-            try:
-                out = transcribe_dataset(ds, model=args.model, batch_size=args.batch_size, concurrency=args.workers,
-                                         num_gpus=args.gpus, files_per_batch=args.files_per_batch,
-                                         threads=args.threads, **options)
-            except (TypeError, ValueError) as e:
-                print(f"mlxbatchwhisper-dataset: error: {e}", file=sys.stderr)
-                return 2
-            for table in out.iter_batches(batch_format="pyarrow", batch_size=None):
-                store.write(table)
-                errors = [(p, e) for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist())
-                          if e is not None]
-                for path, error in errors:
-                    tqdm.write(f"{path}: failed: {error}", file=sys.stderr)
-                failed += len(errors)
-                seconds += sum(d for d in table.column("duration").to_pylist() if d)
-                bar.update(table.num_rows)
-                bar.set_postfix_str(f"audio {tqdm.format_interval(seconds)}, RTF {seconds / (time.perf_counter() - start):.1f}x")
+    blocks = max(1, -(-len(todo) // args.files_per_batch))  # a block is one worker task
+    ds = ray.data.from_items([{"path": f} for f in todo], override_num_blocks=blocks)
+    try:
+        out = transcribe_dataset(ds, model=args.model, batch_size=args.batch_size, concurrency=args.workers,
+                                 num_gpus=args.gpus, files_per_batch=args.files_per_batch, threads=args.threads,
+                                 dtype=args.dtype, language=args.language, task=args.task, vad=args.vad,
+                                 beam_size=args.beam_size)
+    except (TypeError, ValueError) as e:
+        print(f"mlxbatchwhisper-dataset: error: {e}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    failed, seconds = _write_all(out, store, len(todo)) if todo else (0, 0.0)
     wall = time.perf_counter() - start
     print(f"transcribed {len(todo) - failed}/{len(todo)} files ({len(files) - len(todo)} already done), "
           f"{seconds / 3600:.3f} h of audio in {wall:.1f} s (RTF {seconds / max(wall, 1e-9):.1f}x, "
           f"{args.workers} workers), {failed} failed -> {args.output}")
     return 0 if not failed else 1
+
+
+def _write_all(out, store: PartStore, total: int) -> tuple[int, float]:
+    """Stream the results into parts with a progress bar; (files failed, seconds of audio)."""
+    from tqdm import tqdm
+
+    failed, seconds, start = 0, 0.0, time.perf_counter()
+    with tqdm(total=total, unit="file", desc="files", dynamic_ncols=True) as bar:
+        for table in out.iter_batches(batch_format="pyarrow", batch_size=None):
+            store.write(table)
+            rows = table.select(["path", "duration", "error"]).to_pylist()
+            for row in rows:
+                if row["error"] is not None:
+                    failed += 1
+                    tqdm.write(f"{row['path']}: failed: {row['error']}", file=sys.stderr)
+                seconds += row["duration"] or 0.0
+            bar.update(len(rows))
+            rtf = seconds / (time.perf_counter() - start)
+            bar.set_postfix_str(f"audio {tqdm.format_interval(seconds)}, RTF {rtf:.1f}x")
+    return failed, seconds
 
 
 if __name__ == "__main__":
