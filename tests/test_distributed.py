@@ -123,6 +123,13 @@ def test_cli_resumes_where_it_stopped(cluster, tmp_path):
     assert set(out.glob("part-*")) == first | new
 
 
+def test_cli_reports_a_worker_that_cannot_start(cluster, tmp_path, capsys):
+    code = cli.main([str(corpus("d16")[0]), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "no-model")])
+    assert code == 2
+    assert "a worker failed: FileNotFoundError: no checkpoint at" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("part-*"))
+
+
 def test_options_are_checked_before_any_work():
     with pytest.raises(TypeError, match="unknown transcription option.*beam_width"):
         TranscribeOptions.from_kwargs(beam_width=5)

@@ -118,7 +118,8 @@ def list_inputs(inputs: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Transcribe; exit status 0 if every file was transcribed, 1 if some failed, 2 on bad options or inputs."""
+    """Transcribe; exit status 0 if every file was transcribed, 1 if some failed, 2 on bad options or inputs
+    (or a worker that cannot run them: parts already written stay, and a new run resumes)."""
     args = parse_args(argv)
     import ray
     import ray.data
@@ -149,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlxbatchwhisper-dataset: error: {e}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    failed, seconds = _write_all(out, store, len(todo)) if todo else (0, 0.0)
+    try:
+        failed, seconds = _write_all(out, store, len(todo)) if todo else (0, 0.0)
+    except ray.exceptions.RayError as e:  # a worker that cannot start (bad model or option) or keeps failing
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        print(f"mlxbatchwhisper-dataset: error: a worker failed: {lines[-1] if lines else e}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - start
     print(f"transcribed {len(todo) - failed}/{len(todo)} files ({len(files) - len(todo)} already done), "
           f"{seconds / 3600:.3f} h of audio in {wall:.1f} s (RTF {seconds / max(wall, 1e-9):.1f}x, "
