@@ -70,7 +70,8 @@ class TranscribeOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown transcription option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise TypeError(f"unknown transcription option(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known))}")
         return cls(**options)
 
     def audio_kwargs(self) -> dict[str, Any]:
@@ -111,7 +112,8 @@ class Transcriber:
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def transcribe_dataset(ds: ray.data.Dataset, model: str = DEFAULT_MODEL, batch_size: int | str = 16,
+def transcribe_dataset(ds: ray.data.Dataset, model: str = TranscribeOptions.model,
+                       batch_size: int | str = TranscribeOptions.batch_size,
                        concurrency: int = 1, num_gpus: float = 0, audio_column: str = "path",
                        files_per_batch: int = 8, threads: int = 1, **options: Any) -> ray.data.Dataset:
     """Transcribe the audio files of a Ray Dataset on `concurrency` actors, one model each.
