@@ -138,7 +138,12 @@ def test_options_are_checked_before_any_work():
         cli.parse_args(["x.wav", "-o", "out", "--workers", "0"])
 
 
-def test_list_inputs_errors_on_a_missing_input(tmp_path):
+def test_list_inputs_largest_first_each_once(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name, size in (("a.wav", 10), ("sub/b.flac", 30), ("c.MP3", 20), ("notes.txt", 99)):
+        (tmp_path / name).write_bytes(b"x" * size)
+    listed = cli.list_inputs([str(tmp_path), str(tmp_path / "a.wav"), str(tmp_path / "notes.txt")])
+    assert listed == [str(tmp_path / n) for n in ("notes.txt", "sub/b.flac", "c.MP3", "a.wav")]
     with pytest.raises(FileNotFoundError, match="nope"):
         cli.list_inputs([str(tmp_path / "nope")])
 

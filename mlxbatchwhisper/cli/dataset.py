@@ -93,10 +93,13 @@ class PartStore:
 
 
 def list_inputs(inputs: list[str]) -> list[str]:
-    """Files named, and audio files under directories named, as absolute paths or URIs, sorted and unique."""
+    """Files named, and audio files under directories named, as absolute paths or URIs, each once.
+
+    Largest first: long recordings start early instead of holding the job up at its end.
+    """
     import pyarrow.fs as pafs
 
-    found: set[str] = set()
+    sizes: dict[str, int] = {}
     for given in inputs:
         remote = "://" in given and not given.startswith("file://")
         if remote:
@@ -108,13 +111,12 @@ def list_inputs(inputs: list[str]) -> list[str]:
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError(f"input not found: {given}")
         if info.type == pafs.FileType.Directory:
-            entries = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-            names = [e.path for e in entries if e.type == pafs.FileType.File
-                     and Path(e.path).suffix.lower() in AUDIO_EXTENSIONS]
+            entries = [e for e in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                       if e.type == pafs.FileType.File and Path(e.path).suffix.lower() in AUDIO_EXTENSIONS]
         else:
-            names = [root]
-        found.update(f"{scheme}://{n}" if remote else n for n in names)
-    return sorted(found)
+            entries = [info]
+        sizes.update((f"{scheme}://{e.path}" if remote else e.path, e.size or 0) for e in entries)
+    return sorted(sizes, key=lambda path: (-sizes[path], path))
 
 
 def main(argv: list[str] | None = None) -> int:
