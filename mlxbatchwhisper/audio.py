@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import BinaryIO
 
 import mlx.core as mx
 import numpy as np
@@ -49,24 +50,26 @@ class _Samples:
             return np.memmap(self.file, dtype=np.float32, mode="r", shape=(self.count,))
 
 
-def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: str | os.PathLike | BinaryIO, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode any audio/video file PyAV reads into mono float32 at `sr` Hz (channels averaged).
 
-    Audio longer than SPILL_SECONDS comes back as a read-only array backed by an unlinked
-    temporary file, so memory does not grow with the file's length.
+    `path` may also be a binary file object (e.g. `io.BytesIO` of a file's bytes). Audio longer
+    than SPILL_SECONDS comes back as a read-only array backed by an unlinked temporary file, so
+    memory does not grow with the file's length.
     """
     import av
 
+    label = getattr(path, "name", "audio bytes") if is_file_object(path) else path
     try:
-        container = av.open(os.fspath(path))
+        container = av.open(_openable(path))
     except FileNotFoundError:
         raise
     except (av.error.FFmpegError, OSError) as e:  # unreadable or not media
-        raise ValueError(f"{path}: cannot decode audio ({e})") from e
+        raise ValueError(f"{label}: cannot decode audio ({e})") from e
     samples = _Samples(SPILL_SECONDS * sr)
     with container:
         if not container.streams.audio:
-            raise ValueError(f"{path}: no audio stream")
+            raise ValueError(f"{label}: no audio stream")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sr)
         try:
             for frame in container.decode(audio=0):
@@ -75,8 +78,35 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
             for out in resampler.resample(None):
                 samples.add(out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as e:
-            raise ValueError(f"{path}: corrupt audio ({e})") from e
+            raise ValueError(f"{label}: corrupt audio ({e})") from e
     return samples.array()
+
+
+def is_file_object(x: object) -> bool:
+    """Whether `x` is a readable binary file object rather than a path or samples."""
+    return hasattr(x, "read") and hasattr(x, "seek")
+
+
+def _openable(path: str | os.PathLike | BinaryIO) -> str | BinaryIO:
+    """What `av.open` takes: a path string, or a file object rewound to its start."""
+    if is_file_object(path):
+        path.seek(0)
+        return path
+    return os.fspath(path)
+
+
+def audio_duration(path: str | os.PathLike | BinaryIO) -> float:
+    """Seconds of audio in a file by its header (0 when unknown or unreadable)."""
+    import av
+
+    try:
+        with av.open(_openable(path)) as container:
+            stream = container.streams.audio[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / 1e6 if container.duration else 0.0
+    except (av.error.FFmpegError, OSError, IndexError):
+        return 0.0
 
 
 def check_audio(audio: np.ndarray | Sequence[float], name: str = "audio", max_samples: int | None = None) -> np.ndarray:

@@ -28,7 +28,8 @@ except ImportError:  # the optional extension was not built: MLX's kernels only
 
 MIN_LENGTH = 64
 MAX_QUERIES = 16  # queries per head for the native cross-attention (beams × tokens); more go to BLAS
-THREADS = max(1, min(os.cpu_count() or 1, 16))
+THREADS_ENV = "MLXBATCHWHISPER_THREADS"  # threads for the native CPU kernels (default: the CPUs, at most 16)
+THREADS = int(os.environ.get(THREADS_ENV) or 0) or max(1, min(os.cpu_count() or 1, 16))
 _WARPS = 8
 _CUDA_MIN_HEADS = 512  # fewer (row, head) blocks leave the GPU idle: MLX's kernel is faster there
 

@@ -42,7 +42,9 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> mx.ar
     log_timescale_increment = math.log(max_timescale) / (channels // 2 - 1)
     inv_timescales = mx.exp(-log_timescale_increment * mx.arange(channels // 2))
     scaled_time = mx.arange(length)[:, None] * inv_timescales[None, :]
-    return mx.concatenate([mx.sin(scaled_time), mx.cos(scaled_time)], axis=1)
+    table = mx.concatenate([mx.sin(scaled_time), mx.cos(scaled_time)], axis=1)
+    mx.eval(table)  # computed now: a lazy array is bound to this thread's stream, and a model may run on another
+    return table
 
 
 class MultiHeadAttention(nn.Module):

@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import vad
-from .audio import N_SAMPLES, SAMPLE_RATE, check_audio, load_audio
+from .audio import N_SAMPLES, SAMPLE_RATE, check_audio, is_file_object, load_audio
 from .checkpoints import DEFAULT_MODEL, load_model
 from .decoding import DecodingOptions, FallbackOptions, Item, LogitRules, decode_with_fallback
 from .model import Whisper
@@ -413,8 +413,8 @@ def _as_list(audio_or_paths) -> list:
 
 
 def _load(x, name: str) -> np.ndarray:
-    """A file decoded to 16 kHz mono, or an array checked to be one."""
-    if isinstance(x, (str, os.PathLike)):
+    """A file (path or binary file object) decoded to 16 kHz mono, or an array checked to be one."""
+    if isinstance(x, (str, os.PathLike)) or is_file_object(x):
         return load_audio(x)
     return check_audio(x, name)
 

@@ -105,3 +105,17 @@ def test_load_audio_errors(tmp_path):
     bad.write_bytes(b"RIFF not really a wave file")
     with pytest.raises(ValueError, match="bad.wav"):
         load_audio(bad)
+
+
+def test_load_audio_and_duration_from_file_objects():
+    import io
+
+    from mlxbatchwhisper.audio import audio_duration
+
+    path = DATA / manifest()["d02"]["path"]
+    data = io.BytesIO(path.read_bytes())
+    assert audio_duration(data) == pytest.approx(manifest()["d02"]["duration_s"], abs=1e-3) == audio_duration(path)
+    assert np.array_equal(load_audio(data), load_audio(path))  # read from the start, even after a first read
+    assert np.array_equal(load_audio(data), load_audio(path))
+    with pytest.raises(ValueError, match="audio bytes: cannot decode"):
+        load_audio(io.BytesIO(b"RIFF not really a wave file"))
