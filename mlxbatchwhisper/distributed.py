@@ -63,6 +63,9 @@ class TranscribeOptions:
     max_initial_timestamp: float | None = _DECODE["max_initial_timestamp"].default
     sample_len: int | None = _DECODE["sample_len"].default
     seed: int = _DECODE["seed"].default
+    word_timestamps: bool = _LONG["word_timestamps"].default
+    prepend_punctuations: str = _LONG["prepend_punctuations"].default
+    append_punctuations: str = _LONG["append_punctuations"].default
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> "TranscribeOptions":

@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=True,
                         help="cut at speech found by Silero VAD (default) or only at the quietest moments")
     parser.add_argument("--beam-size", type=int, default=None, help="beam search width (default: greedy)")
+    parser.add_argument("--word-timestamps", action="store_true", help="time every word (words in the segments JSON)")
     args = parser.parse_args(argv)
     for name in ("workers", "threads", "files_per_batch"):
         if getattr(args, name) < 1:
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         out = transcribe_dataset(ds, model=args.model, batch_size=args.batch_size, concurrency=args.workers,
                                  num_gpus=args.gpus, files_per_batch=args.files_per_batch, threads=args.threads,
                                  dtype=args.dtype, language=args.language, task=args.task, vad=args.vad,
-                                 beam_size=args.beam_size)
+                                 beam_size=args.beam_size, word_timestamps=args.word_timestamps)
     except (TypeError, ValueError) as e:
         print(f"mlxbatchwhisper-dataset: error: {e}", file=sys.stderr)
         return 2
