@@ -98,6 +98,14 @@ def random_weights(args) -> list[dict]:
                          "windows_per_s": len(windows) / wall, "tokens_per_s": len(windows) * args.steps / wall,
                          "wall_s": wall, "peak_mb": peak})
             print_row(rows[-1])
+            if args.word_timestamps:  # the same windows again, each aligned word by word after decoding
+                ours.transcribe(windows[:b], batch_size=b, word_timestamps=True, **options)
+                _, timed_wall, timed_peak = timed(
+                    lambda: ours.transcribe(windows, batch_size=b, word_timestamps=True, **options))
+                rows.append({**rows[-1], "impl": impl + " + words", "windows_per_s": len(windows) / timed_wall,
+                             "tokens_per_s": len(windows) * args.steps / timed_wall, "wall_s": timed_wall,
+                             "peak_mb": timed_peak, "words_share": 1 - wall / timed_wall})
+                print_row(rows[-1])
             if args.transformers:
                 rows.append(transformers_generate(name, dims, b, args))
                 print_row(rows[-1])
@@ -162,6 +170,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeat", type=int, default=2, help="corpus passes (real weights)")
     parser.add_argument("--steps", type=int, default=128, help="tokens per window (random weights)")
+    parser.add_argument("--word-timestamps", action="store_true",
+                        help="random weights: also time each batch with word timestamps (the alignment's share)")
     parser.add_argument("--beam-size", type=int, default=None, help="beam search (random weights; default greedy)")
     parser.add_argument("--batches", type=int, default=2, help="batches per size (random weights)")
     parser.add_argument("--transformers", action="store_true", help="also time transformers' generate (CUDA)")

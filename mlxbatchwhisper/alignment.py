@@ -87,10 +87,10 @@ def _attention_matrix(scores: mx.array, lengths: np.ndarray, frames: np.ndarray,
                       width: int) -> np.ndarray:
     """(B, n_rows, max frames) token-by-time similarity from the heads' scores (B, H, T, n_audio).
 
-    Per row: softmax over its own frames, standardized over its own tokens per head and frame
-    (on the device), then rows `first` .. `first + n_rows` (the positions that predict the text
-    and end-of-text) median-filtered in time, reflecting at the row's own last frame, and
-    averaged over heads (on the host).
+    Per row: softmax over its own frames, standardized over its own tokens per head and frame,
+    then rows `first` .. `first + n_rows` (the positions that predict the text and end-of-text)
+    median-filtered in time, reflecting at the row's own last frame, and averaged over heads;
+    the filter runs in numpy on the CPU and on the GPU where MLX runs there.
     """
     n_frames = int(frames.max())
     scores = scores[..., :n_frames]
@@ -101,17 +101,20 @@ def _attention_matrix(scores: mx.array, lengths: np.ndarray, frames: np.ndarray,
     mean = (weights * token_ok).sum(axis=2, keepdims=True) / count
     var = (mx.square(weights - mean) * token_ok).sum(axis=2, keepdims=True) / count
     weights = ((weights - mean) / mx.sqrt(var))[:, :, first : first + n_rows]
-    weights = np.array(mx.where(time_ok, weights, 0.0))
-    return median_filter(weights, frames, width).mean(axis=1)
+    weights = mx.where(time_ok, weights, 0.0)
+    if mx.default_device() == mx.cpu:  # numpy's element-wise passes beat MLX's on the CPU
+        return median_filter(np.array(weights), frames, width).mean(axis=1)
+    return np.array(median_filter(weights, frames, width).mean(axis=1))
 
 
-def median_filter(x: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+def median_filter(x: np.ndarray | mx.array, lengths: np.ndarray, width: int) -> np.ndarray | mx.array:
     """Median of `width` neighbours along the last axis of (B, ..., F), each row reflected at its own
     length; rows no longer than width // 2 are returned unfiltered (as openai-whisper does).
 
     The median is taken by a sorting network over `width` shifted copies (element-wise min/max),
-    which is several times faster than sorting each window.
+    several times faster than sorting each window; numpy or MLX arrays, computed where they live.
     """
+    xp = mx if isinstance(x, mx.array) else np
     half = width // 2
     n = x.shape[-1]
     last = np.maximum(lengths - 1, 0)[:, None]
@@ -119,13 +122,12 @@ def median_filter(x: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     for k in range(-half, half + 1):
         idx = np.abs(np.arange(n)[None, :] + k)
         idx = np.clip(np.where(idx > last, 2 * last - idx, idx), 0, n - 1)  # (B, F): reflect at each row's end
-        shifted.append(np.take_along_axis(x, idx.reshape((len(lengths),) + (1,) * (x.ndim - 2) + (n,)), axis=-1))
+        idx = idx.reshape((len(lengths),) + (1,) * (x.ndim - 2) + (n,))
+        shifted.append(xp.take_along_axis(x, idx if xp is np else mx.array(idx), axis=-1))
     for i, j in _sorting_network(width):
-        low = np.minimum(shifted[i], shifted[j])
-        np.maximum(shifted[i], shifted[j], out=shifted[j])
-        shifted[i] = low
+        shifted[i], shifted[j] = xp.minimum(shifted[i], shifted[j]), xp.maximum(shifted[i], shifted[j])
     keep = (lengths > half).reshape((-1,) + (1,) * (x.ndim - 1))
-    return np.where(keep, shifted[half], x)
+    return xp.where(keep if xp is np else mx.array(keep), shifted[half], x)
 
 
 def _sorting_network(n: int) -> list[tuple[int, int]]:

@@ -231,3 +231,12 @@ def test_alignment_heads_come_from_each_checkpoint_layout(tmp_path):
     (out.path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="alignment_heads"):
         load_model(out.path)
+
+
+def test_median_filter_is_the_same_in_mlx():
+    import mlx.core as mx
+
+    rng = np.random.default_rng(2)
+    lengths = np.array([40, 2, 9])
+    x = rng.standard_normal((3, 4, 40)).astype(np.float32)
+    assert np.array_equal(np.array(median_filter(mx.array(x), lengths, 7)), median_filter(x, lengths, 7))
