@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import sys
 import time
@@ -28,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from mlxbatchwhisper import BatchedWhisper  # noqa: E402
 from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
+from mlxbatchwhisper.heads import heads_for_name  # noqa: E402
 from mlxbatchwhisper.model import ModelDimensions, Whisper  # noqa: E402
 
 SHAPES = {
@@ -83,10 +85,16 @@ def random_weights(args) -> list[dict]:
     for name in args.random:
         dims = SHAPES[name]
         model = Whisper(dims, to_dtype(args.dtype))
+        model.alignment_heads = heads_for_name(name) or model.alignment_heads  # the real model's heads
         mx.eval(model.parameters())
         ours = BatchedWhisper(model)
         eot = ours.tokenizer.eot
-        options = dict(temperature=0.0, language="en", without_timestamps=True, suppress_tokens=[eot],
+        suppress = [eot]
+        if args.word_timestamps:  # words, not byte soup: only " " + ASCII letters may be sampled
+            word = re.compile(rb"^ [A-Za-z]+$")
+            encoding = ours.tokenizer.encoding
+            suppress += [t for t in range(eot) if not word.match(encoding.decode_single_token_bytes(t))]
+        options = dict(temperature=0.0, language="en", without_timestamps=True, suppress_tokens=suppress,
                        sample_len=args.steps, beam_size=args.beam_size)
         for b in args.batch_sizes:
             windows = [rng.normal(0, 0.1, 480000).astype(np.float32) for _ in range(b * args.batches)]

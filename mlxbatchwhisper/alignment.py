@@ -18,11 +18,12 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import HOP_LENGTH
-from .kernels import logsumexp
+from .kernels import dtw_token_starts_cuda, logsumexp
 from .model import Whisper
 
 TOKENS_PER_SECOND = 50  # audio positions per second: the encoder halves the 100 mel frames per second
 MEDIAN_FILTER_WIDTH = 7
+HEADS_PER_PASS = 8  # heads median-filtered at once (openai's default heads can number hundreds)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,11 @@ def align_tokens(model: Whisper, rows: Sequence[AlignmentRow], eot: int,
     probs = _text_probabilities(model, hidden[:, prefix - 1 : prefix - 1 + int(n_text.max())], tokens, prefix, eot)
     matrix = _attention_matrix(scores, np.array([len(s) for s in sequences]), frames, prefix - 1,
                                int(n_text.max()) + 1, medfilt_width)
-    probs, matrix = np.array(probs), matrix.astype(np.float64)
-    starts = dtw_token_starts(-matrix, n_text + 1, frames)
+    probs = np.array(probs)
+    if isinstance(matrix, mx.array) and mx.cuda.is_available():  # the DTW on the GPU too, one block per row
+        starts = np.array(dtw_token_starts_cuda(-matrix, n_text + 1, frames)).astype(np.int64)
+    else:
+        starts = dtw_token_starts(-np.asarray(matrix, np.float64), n_text + 1, frames)
     for k, i in enumerate(todo):
         out[i] = TokenAlignment(starts[k, : n_text[k] + 1] / TOKENS_PER_SECOND, probs[k, : n_text[k]])
     return out
@@ -84,7 +88,7 @@ def _text_probabilities(model: Whisper, hidden: mx.array, tokens: mx.array, pref
 
 
 def _attention_matrix(scores: mx.array, lengths: np.ndarray, frames: np.ndarray, first: int, n_rows: int,
-                      width: int) -> np.ndarray:
+                      width: int) -> np.ndarray | mx.array:
     """(B, n_rows, max frames) token-by-time similarity from the heads' scores (B, H, T, n_audio).
 
     Per row: softmax over its own frames, standardized over its own tokens per head and frame,
@@ -102,9 +106,15 @@ def _attention_matrix(scores: mx.array, lengths: np.ndarray, frames: np.ndarray,
     var = (mx.square(weights - mean) * token_ok).sum(axis=2, keepdims=True) / count
     weights = ((weights - mean) / mx.sqrt(var))[:, :, first : first + n_rows]
     weights = mx.where(time_ok, weights, 0.0)
-    if mx.default_device() == mx.cpu:  # numpy's element-wise passes beat MLX's on the CPU
-        return median_filter(np.array(weights), frames, width).mean(axis=1)
-    return np.array(median_filter(weights, frames, width).mean(axis=1))
+    on_cpu = mx.default_device() == mx.cpu  # numpy's element-wise passes beat MLX's on the CPU
+    total = 0.0
+    for h in range(0, weights.shape[1], HEADS_PER_PASS):  # bounded memory, whatever the number of heads
+        part = weights[:, h : h + HEADS_PER_PASS]
+        filtered = median_filter(np.array(part) if on_cpu else part, frames, width).sum(axis=1)
+        total = total + filtered
+        if not on_cpu:
+            mx.eval(total)
+    return total / weights.shape[1]
 
 
 def median_filter(x: np.ndarray | mx.array, lengths: np.ndarray, width: int) -> np.ndarray | mx.array:

@@ -132,6 +132,58 @@ def _attend_one_cuda(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
     return out
 
 
+_DTW_CUDA = """
+    // One block per batch row: the cost matrix is filled along anti-diagonals (cells with
+    // i + j = d depend only on diagonals d - 1 and d - 2), then thread 0 walks the path back.
+    const int b = blockIdx.x, tid = threadIdx.x;
+    const int n = rows[b], m = cols[b];
+    const int W = MAXM + 1;
+    float* A = acc + (size_t)b * (MAXN + 1) * W;
+    signed char* S = steps + (size_t)b * (MAXN + 1) * W;
+    for (int j = tid; j <= m; j += blockDim.x) A[j] = j == 0 ? 0.f : INFINITY;
+    for (int i = tid + 1; i <= n; i += blockDim.x) A[(size_t)i * W] = INFINITY;
+    __syncthreads();
+    for (int d = 2; d <= n + m; d++) {
+        for (int i = tid + 1; i <= n; i += blockDim.x) {
+            const int j = d - i;
+            if (j < 1 || j > m) continue;
+            const float c0 = A[(size_t)(i - 1) * W + j - 1], c1 = A[(size_t)(i - 1) * W + j], c2 = A[(size_t)i * W + j - 1];
+            float c; signed char t;
+            if (c0 < c1 && c0 < c2) { c = c0; t = 0; } else if (c1 < c0 && c1 < c2) { c = c1; t = 1; } else { c = c2; t = 2; }
+            A[(size_t)i * W + j] = (float)((double)cost[((size_t)b * MAXN + i - 1) * MAXM + j - 1] + (double)c);
+            S[(size_t)i * W + j] = t;
+        }
+        __syncthreads();
+    }
+    if (tid == 0) {
+        int i = n, j = m;
+        while (i > 0 || j > 0) {
+            if (i > 0) starts[(size_t)b * MAXN + i - 1] = j - 1;
+            const int t = i == 0 ? 2 : (j == 0 ? 1 : S[(size_t)i * W + j]);
+            if (t != 2) i--;
+            if (t != 1) j--;
+        }
+    }
+"""
+_dtw_cuda = None
+
+
+def dtw_token_starts_cuda(cost: mx.array, n_rows: np.ndarray, n_cols: np.ndarray) -> mx.array:
+    """`alignment.dtw_token_starts` on a CUDA GPU for (B, N, M) float32 costs: (B, N) int32 columns."""
+    global _dtw_cuda
+    if _dtw_cuda is None:
+        _dtw_cuda = mx.fast.cuda_kernel(
+            name="dtw_token_starts", input_names=["cost", "rows", "cols"], output_names=["starts", "acc", "steps"],
+            source=_DTW_CUDA)
+    batch, n, m = cost.shape
+    starts, _, _ = _dtw_cuda(
+        inputs=[cost.astype(mx.float32), mx.array(n_rows.astype(np.int32)), mx.array(n_cols.astype(np.int32))],
+        template=[("MAXN", n), ("MAXM", m)], grid=(batch * 256, 1, 1), threadgroup=(256, 1, 1),
+        output_shapes=[(batch, n), (batch, n + 1, m + 1), (batch, n + 1, m + 1)],
+        output_dtypes=[mx.int32, mx.float32, mx.int8], init_value=0)
+    return starts
+
+
 def native_available() -> bool:
     """Whether the native CPU kernels are built and MLX runs on the CPU."""
     return _kernels is not None and mx.default_device() == mx.cpu
