@@ -40,12 +40,12 @@ def save_model(model: Whisper, out: str | os.PathLike, quantization: dict | None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        config = {**model.dims.to_dict(), "model_type": "whisper",
-                  "alignment_heads": [list(pair) for pair in model.alignment_heads]}
+        config = {**model.dims.to_dict(), "model_type": "whisper"}
         if quantization:
             config["quantization"] = quantization
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         weights = dict(nn.utils.tree_flatten(model.parameters()))
+        weights["alignment_heads"] = mx.array(model.alignment_heads, dtype=mx.int32)  # where mlx-whisper keeps them
         mx.save_safetensors(str(tmp / "weights.safetensors"), weights, metadata={"format": "mlx"})
         size = sum(f.stat().st_size for f in tmp.iterdir())
         tmp.rename(out)

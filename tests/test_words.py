@@ -216,19 +216,19 @@ def test_alignment_heads_come_from_each_checkpoint_layout(tmp_path):
     assert read_checkpoint(resolve("tiny.en")).alignment_heads == [list(p) for p in OPENAI_HEADS["tiny.en"]]  # CT2
     assert model("base").model.alignment_heads == OPENAI_HEADS["base"]
     out = convert("tiny.en", tmp_path / "converted", dtype="float32")  # our converter writes them down
-    assert json.loads((out.path / "config.json").read_text())["alignment_heads"] == [list(p) for p in OPENAI_HEADS["tiny.en"]]
-    config = json.loads((out.path / "config.json").read_text())
-    del config["alignment_heads"]
-    (out.path / "config.json").write_text(json.dumps(config))
+    weights = dict(mx.load(str(out.path / "weights.safetensors")))
+    assert weights["alignment_heads"].tolist() == [list(p) for p in OPENAI_HEADS["tiny.en"]]  # as mlx-whisper does
+    assert load_model(out.path).alignment_heads == OPENAI_HEADS["tiny.en"]
+    del weights["alignment_heads"]
+    mx.save_safetensors(str(out.path / "weights.safetensors"), weights)
     assert load_model(out.path).alignment_heads == default_heads(4, 6)  # nothing recorded, no name: openai's default
-    weights = dict(mx.load(str(out.path / "weights.safetensors")))  # mlx-whisper keeps them among the weights
-    mx.save_safetensors(str(out.path / "weights.safetensors"), {**weights, "alignment_heads": mx.array([[3, 1], [2, 0]])})
-    assert load_model(out.path).alignment_heads == ((2, 0), (3, 1))
+    config = json.loads((out.path / "config.json").read_text())
+    (out.path / "config.json").write_text(json.dumps({**config, "alignment_heads": [[3, 1], [2, 0]]}))
+    assert load_model(out.path).alignment_heads == ((2, 0), (3, 1))  # a config that lists them
     assert heads_for_name("openai/whisper-large-v3-turbo") == OPENAI_HEADS["turbo"]
     assert heads_for_name("mlx-community/whisper-small.en-mlx") == OPENAI_HEADS["small.en"]
     assert heads_for_name("my-model") is None
-    config["alignment_heads"] = [[9, 0]]
-    (out.path / "config.json").write_text(json.dumps(config))
+    (out.path / "config.json").write_text(json.dumps({**config, "alignment_heads": [[9, 0]]}))
     with pytest.raises(CheckpointError, match="alignment_heads"):
         load_model(out.path)
 
