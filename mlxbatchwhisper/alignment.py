@@ -34,6 +34,7 @@ class AlignmentRow:
     prefix: tuple[int, ...]  # start-of-transcript sequence and <|notimestamps|>
     text_tokens: tuple[int, ...]
     num_samples: int  # of the audio the segment holds (16 kHz)
+    cross_kv: list[tuple[mx.array, mx.array]] | None = None  # per layer, if the decoder kept them
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,11 @@ def align_tokens(model: Whisper, rows: Sequence[AlignmentRow], eot: int,
     n_text = np.array([len(r.text_tokens) for r in batch])
     frames = np.array([min(r.num_samples // HOP_LENGTH, 2 * model.dims.n_audio_ctx) // 2 for r in batch])
 
-    features = mx.concatenate([r.features for r in batch])
-    cross = model.decoder.cross_kv(features)
+    if all(r.cross_kv is not None for r in batch):
+        cross = [(mx.concatenate([r.cross_kv[i][0] for r in batch]), mx.concatenate([r.cross_kv[i][1] for r in batch]))
+                 for i in range(model.dims.n_text_layer)]
+    else:
+        cross = model.decoder.cross_kv(mx.concatenate([r.features for r in batch]))
     hidden, scores = model.decoder.forward_with_scores(tokens, cross, model.alignment_heads)
     probs = _text_probabilities(model, hidden[:, prefix - 1 : prefix - 1 + int(n_text.max())], tokens, prefix, eot)
     matrix = _attention_matrix(scores, np.array([len(s) for s in sequences]), frames, prefix - 1,

@@ -16,6 +16,7 @@ N_FFT = 400
 HOP_LENGTH = 160
 CHUNK_LENGTH = 30
 N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a window
 TIME_PRECISION = 0.02  # seconds per audio position (encoder output) and per timestamp token
 
 
@@ -187,6 +188,13 @@ def log_mel_spectrogram(
         batch[i, : len(a)] = a
     mel = _log_mel(mx.array(batch), n_mels)
     return mel, [len(a) // HOP_LENGTH for a in rows]
+
+
+def file_log_mel(audio: np.ndarray, n_mels: int = 80) -> mx.array:
+    """A whole recording's log-mel (frames, n_mels) with 30 s of silence after it, normalized over all
+    of it: openai-whisper's `log_mel_spectrogram(audio, padding=N_SAMPLES)`, which its `transcribe` slices."""
+    audio = check_audio(audio, "audio")
+    return _log_mel(mx.array(np.concatenate([audio, np.zeros(N_SAMPLES, np.float32)]))[None], n_mels)[0]
 
 
 def _log_mel(x: mx.array, n_mels: int) -> mx.array:

@@ -75,6 +75,7 @@ class Item:
     language: str | None = None
     language_probs: dict[str, float] | None = None
     duration: float = float(CHUNK_LENGTH)
+    cross_kv: list[tuple[mx.array, mx.array]] | None = None  # the decoder's audio K/V, if kept for word timing
 
 
 class LogitRules:
@@ -130,6 +131,20 @@ class LogitRules:
             text_max = logits[:, : self.ts_begin].max(axis=-1)
             logits = mx.where(col(ts_mass > text_max) & (v < self.ts_begin), -mx.inf, logits)
         return logits
+
+
+def detect_languages(model: Whisper, tokenizer: Tokenizer, cross: list[tuple[mx.array, mx.array]]
+                     ) -> list[tuple[str, dict[str, float]]]:
+    """Each audio row's most likely language and the probabilities of all, from its cross-attention
+    K/V (one pair per decoder layer), as openai-whisper's `detect_language` does."""
+    cache = [KVCache(kv) for kv in cross]
+    rows = cross[0][0].shape[0]
+    hidden = model.decoder(mx.full((rows, 1), tokenizer.sot), cache=cache)
+    logits = model.decoder.project(hidden[:, 0]).astype(mx.float32)[:, mx.array(tokenizer.language_tokens)]
+    probs = np.array(mx.softmax(logits, axis=-1))
+    best = np.array(mx.argmax(logits, axis=-1))
+    return [(tokenizer.language_codes[int(b)], dict(zip(tokenizer.language_codes, p.tolist())))
+            for b, p in zip(best, probs)]
 
 
 def suppress_token_ids(tokenizer: Tokenizer, suppress_tokens: str | Sequence[int] | None) -> tuple[int, ...]:
@@ -234,8 +249,10 @@ class BatchDecoder:
 
     ENCODE_BATCH = 8  # windows per encoder call: bounds activation memory, already saturates BLAS/GPU
 
-    def __init__(self, model: Whisper, tokenizer: Tokenizer, options: DecodingOptions, seed: int = 0):
+    def __init__(self, model: Whisper, tokenizer: Tokenizer, options: DecodingOptions, seed: int = 0,
+                 keep_cross_kv: bool = False):
         self.model, self.tokenizer, self.options = model, tokenizer, options
+        self.keep_cross_kv = keep_cross_kv  # hand each finished item its audio K/V (word timing reuses them)
         self.rules = LogitRules(tokenizer, options, model.dims.n_vocab)
         self.n_ctx = model.dims.n_text_ctx
         self.sample_len = options.sample_len or self.n_ctx // 2
@@ -288,7 +305,7 @@ class BatchDecoder:
             if launched is not None and (admit or compact):
                 self._absorb(launched, batch.rows)  # catch up before the batch changes shape
                 launched = None
-                yield from self._harvest(jobs, batch.rows)
+                yield from self._harvest(jobs, batch)
                 continue
             if compact:
                 keep = np.nonzero(np.isin(batch.rows.job, list(jobs)))[0]
@@ -305,7 +322,7 @@ class BatchDecoder:
                     batch = new
                 else:
                     batch.extend(new)
-                yield from self._harvest(jobs, batch.rows)
+                yield from self._harvest(jobs, batch)
             if not jobs:
                 if exhausted and not queue:
                     return
@@ -314,7 +331,7 @@ class BatchDecoder:
             if launched is not None:
                 self._absorb(launched, batch.rows)
             launched = step
-            yield from self._harvest(jobs, batch.rows)
+            yield from self._harvest(jobs, batch)
 
     def _admit(self, group: list[Item], ids: list[int], jobs: dict[int, _Job]) -> _Batch:
         """Encode the new segments, detect languages, prefill their prompts and sample a first token."""
@@ -394,15 +411,9 @@ class BatchDecoder:
         if not todo:
             return
         idx = mx.array(todo)
-        cache = [KVCache((k[idx], v[idx])) for k, v in cross]
-        hidden = self.model.decoder(mx.full((len(todo), 1), tok.sot), cache=cache)
-        logits = self.model.decoder.project(hidden[:, 0]).astype(mx.float32)
-        lang = logits[:, mx.array(tok.language_tokens)]
-        probs = np.array(mx.softmax(lang, axis=-1))
-        best = np.array(mx.argmax(lang, axis=-1))
-        for row, i in enumerate(todo):
-            group[i].language = tok.language_codes[int(best[row])]
-            group[i].language_probs = dict(zip(tok.language_codes, probs[row].tolist()))
+        found = detect_languages(self.model, tok, [(k[idx], v[idx]) for k, v in cross])
+        for i, (code, probs) in zip(todo, found):
+            group[i].language, group[i].language_probs = code, probs
 
     def _initial_tokens(self, item: Item) -> tuple[int, ...]:
         tok = self.tokenizer
@@ -451,12 +462,18 @@ class BatchDecoder:
             rows.done[j * beam : (j + 1) * beam] = True
         return perm
 
-    def _harvest(self, jobs: dict[int, _Job], rows: _Rows) -> Iterator[tuple[Item, DecodingResult]]:
+    def _harvest(self, jobs: dict[int, _Job], batch: _Batch) -> Iterator[tuple[Item, DecodingResult]]:
         """Yield the segments all of whose rows are done."""
+        rows = batch.rows
         done_jobs = set(rows.job[rows.done].tolist()) - set(rows.job[~rows.done].tolist())
         for job_id in sorted(done_jobs & set(jobs)):
             job = jobs.pop(job_id)
             r = np.nonzero(rows.job == job_id)[0]
+            if self.keep_cross_kv:  # a copy of the segment's row: the batch's arrays change as rows leave
+                row = mx.array([int(r[0]) // self.options.n_group])
+                job.item.cross_kv = [(mx.take(c.cross_kv[0], row, 0), mx.take(c.cross_kv[1], row, 0))
+                                     for c in batch.cache]
+                mx.eval(job.item.cross_kv)
             yield job.item, self._result(job, rows, r)
 
     def _result(self, job: _Job, rows: _Rows, r: np.ndarray) -> DecodingResult:
@@ -548,13 +565,14 @@ class FallbackOptions:
 
 def decode_with_fallback(
     model: Whisper, tokenizer: Tokenizer, items: Iterable[Item], options: DecodingOptions,
-    fallback: FallbackOptions, batch_size: int, best_of: int = 5, seed: int = 0,
+    fallback: FallbackOptions, batch_size: int, best_of: int = 5, seed: int = 0, keep_cross_kv: bool = False,
 ) -> Iterator[tuple[Item, DecodingResult]]:
     """Decode at the first temperature; rows that need it go again at the next, in batched passes.
 
     At temperature 0 the options' beam_size (if any) applies; above 0, best_of samples per row,
     in batches of fewer segments, so that a batch holds no more decoder rows than `batch_size`
-    segments at temperature 0.
+    segments at temperature 0. With `keep_cross_kv`, each item holds its audio K/V while the
+    consumer looks at it (word timing reuses them instead of computing them again).
     Yields (item, result) as results become final.
     """
     stream: Iterable[Item] = items
@@ -565,12 +583,12 @@ def decode_with_fallback(
                        patience=options.patience if t == 0 else None, best_of=best_of if t > 0 else None)
         retry: list[tuple[Item, DecodingResult]] = []
         size = max(1, rows // opts.n_group)
-        for item, result in BatchDecoder(model, tokenizer, opts, seed=seed + n).run(stream, size):
+        for item, result in BatchDecoder(model, tokenizer, opts, seed + n, keep_cross_kv).run(stream, size):
             if n + 1 < len(temperatures) and fallback.needs_fallback(result):
                 retry.append((item, result))
             else:
                 yield item, result
-                item.features = None  # once the consumer has taken what it needs (word alignment)
+                item.features = item.cross_kv = None  # once the consumer has taken what it needs
         if not retry:
             return
         stream = [item for item, _ in retry]

@@ -19,6 +19,7 @@ from .model import Whisper
 from .results import DecodingResult, Segment, Word
 from .schedule import Window, frame_energy, plan_windows, remainder, to_file_time
 from .tokenizer import Tokenizer, get_tokenizer, language_code
+from .sequential import SequentialOptions, SequentialTranscriber, as_segments
 from .words import WordAligner, WordOptions, with_words
 from .vad import VadOptions
 
@@ -100,7 +101,8 @@ class BatchedWhisper:
         order = sorted(range(len(items)), key=lambda i: -len(audios[i]))  # similar lengths decode together
         stream = (items[i] for i in order)
         decoded = ((item, result, result.segments, None) for item, result in decode_with_fallback(
-            self.model, self.tokenizer, stream, decoding, fallback, batch_size, **extra))
+            self.model, self.tokenizer, stream, decoding, fallback, batch_size, **extra,
+            keep_cross_kv=word_timestamps and _reuse_cross_kv()))
         if word_timestamps:
             aligner = WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
             decoded = with_words(aligner, decoded, batch_size)
@@ -138,7 +140,9 @@ class BatchedWhisper:
         initial_prompt: str | None = None, progress: Callable[[float], None] | None = None,
         on_error: str = "raise", vad_options: VadOptions | None = None, word_timestamps: bool = False,
         prepend_punctuations: str = WordOptions.prepend_punctuations,
-        append_punctuations: str = WordOptions.append_punctuations, **options: Any,
+        append_punctuations: str = WordOptions.append_punctuations, mode: str = "vad",
+        condition_on_previous_text: bool = SequentialOptions.condition_on_previous_text,
+        clip_timestamps: str | Sequence[float] = SequentialOptions.clip_timestamps, **options: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
@@ -146,6 +150,10 @@ class BatchedWhisper:
         does not grow with their number. `progress` is called with seconds of audio done; with
         on_error="yield", an input that cannot be read yields its exception instead of stopping
         the others (with "raise", it stops the call; inputs already yielded stand).
+
+        `mode="sequential"` runs openai-whisper's own long-form algorithm on each input (30 s windows
+        that follow the last timestamp, prompted by the text before them: `condition_on_previous_text`,
+        `clip_timestamps`), one window of every input per batch; VAD and `chunk_size` do not apply.
         """
         if on_error not in ("raise", "yield"):
             raise ValueError(f"on_error must be 'raise' or 'yield', not {on_error!r}")
@@ -160,9 +168,22 @@ class BatchedWhisper:
         batch_size = self._batch_size(batch_size, decoding.n_group)
         language = self._language(language)
         words = WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
-        job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
-                        prompt=self._prompt(initial_prompt), vad_options=vad_options or VadOptions(),
-                        words=words if word_timestamps else None)
+        if mode == "sequential":
+            if vad_segments is not None:
+                raise ValueError("vad_segments do not apply with mode='sequential' (openai-whisper's own windows)")
+            sequential = SequentialOptions(condition_on_previous_text, clip_timestamps)
+            sequential.clips(0)  # checks clip_timestamps before any work
+            job = _Sequential(SequentialTranscriber(self.model, self.tokenizer, decoding, fallback, sequential,
+                                                    words if word_timestamps else None, **extra),
+                              language, self._prompt(initial_prompt), batch_size, progress, word_timestamps)
+        elif mode == "vad":
+            if clip_timestamps != SequentialOptions.clip_timestamps:
+                raise ValueError("clip_timestamps applies with mode='sequential'; with VAD give vad_segments")
+            job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
+                            prompt=self._prompt(initial_prompt), vad_options=vad_options or VadOptions(),
+                            words=words if word_timestamps else None)
+        else:
+            raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
         seconds = 0.0
         for i, x in enumerate(inputs):
@@ -252,7 +273,8 @@ class _LongForm:
             decoded = ((item, result, *self._keep(item.key, result, allow_rest=round_ < MAX_CONTINUATIONS))
                        for item, result in decode_with_fallback(self.owner.model, self.owner.tokenizer, items,
                                                                 self.decoding, self.fallback, self.batch_size,
-                                                                **self.extra))
+                                                                **self.extra, keep_cross_kv=self.words is not None
+                                                                and _reuse_cross_kv()))
             if self.words is not None:
                 decoded = with_words(self.words, decoded, self.batch_size)
             for item, result, kept, rest in decoded:
@@ -293,6 +315,33 @@ class _LongForm:
         if rest is not None and unclosed:
             segments = segments[:-1]
         return segments, rest
+
+
+@dataclass
+class _Sequential:
+    """One `transcribe_audio(mode="sequential")` call: groups of loaded inputs through openai's algorithm."""
+
+    transcriber: SequentialTranscriber
+    language: str | None
+    prompt: tuple[int, ...]
+    batch_size: int
+    progress: Callable[[float], None] | None
+    words: bool
+
+    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
+            ) -> Iterator[tuple[int, dict]]:
+        audios = {i: audio for i, (audio, _) in group.items()}
+        group.clear()
+        for i, result in self.transcriber.run(audios, self.language, self.prompt, self.batch_size):
+            if self.progress:
+                self.progress(len(audios.pop(i)) / SAMPLE_RATE)
+            yield i, as_segments(result, self.words)
+
+
+def _reuse_cross_kv() -> bool:
+    """Word timing reuses the decoder's audio K/V on the CPU (where computing them again costs ~3%
+    of a batch); a GPU recomputes them in no time and keeps the memory."""
+    return mx.default_device() == mx.cpu
 
 
 def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]], vad_options: VadOptions

@@ -116,8 +116,13 @@ def _merge_punctuation(timings: list[_Timing], prepended: str, appended: str) ->
 
 
 def attach_words(tokenizer: Tokenizer, segments: Sequence[Segment], aligned: TokenAlignment, language: str | None,
-                 options: WordOptions = WordOptions(), last_speech: float = 0.0) -> tuple[Segment, ...]:
-    """`segments` (one window's, aligned together) with their words, and starts/ends fitted to them."""
+                 options: WordOptions = WordOptions(), last_speech: float = 0.0, offset: float = 0.0
+                 ) -> tuple[Segment, ...]:
+    """`segments` (one window's, aligned together) with their words, and starts/ends fitted to them.
+
+    `offset` is the window's start on the segments' timeline, `last_speech` the end of the speech
+    before the window there (openai-whisper's `last_speech_timestamp`).
+    """
     per_segment = [[t for t in s.tokens if t < tokenizer.eot] for s in segments]
     timings = _timings(tokenizer, [t for toks in per_segment for t in toks], aligned, language)
     durations = np.array([t.end - t.start for t in timings])
@@ -138,7 +143,8 @@ def attach_words(tokenizer: Tokenizer, segments: Sequence[Segment], aligned: Tok
         while k < len(timings) and used < len(tokens):
             t = timings[k]
             if t.word:
-                words.append([t.word, float(np.round(t.start, 2)), float(np.round(t.end, 2)), t.probability])
+                words.append([t.word, float(np.round(offset + t.start, 2)), float(np.round(offset + t.end, 2)),
+                              t.probability])
             used += len(t.tokens)
             k += 1
         start, end = segment.start, segment.end
@@ -179,6 +185,9 @@ class WordJob:
     segments: tuple[Segment, ...]
     language: str | None
     num_samples: int
+    offset: float = 0.0  # the window's start on the segments' timeline
+    last_speech: float = 0.0  # where the speech before the window ended, on that timeline
+    cross_kv: list[tuple[mx.array, mx.array]] | None = None  # the decoder's, when it kept them
 
 
 class WordAligner:
@@ -191,12 +200,12 @@ class WordAligner:
         tok = self.tokenizer
         rows = [
             AlignmentRow(job.features, self._prefix(job.language),
-                         tuple(t for s in job.segments for t in s.tokens if t < tok.eot), job.num_samples)
+                         tuple(t for s in job.segments for t in s.tokens if t < tok.eot), job.num_samples, job.cross_kv)
             for job in jobs
         ]
         aligned = align_tokens(self.model, rows, tok.eot)
-        return [attach_words(tok, job.segments, a, job.language, self.options) if row.text_tokens else job.segments
-                for job, row, a in zip(jobs, rows, aligned)]
+        return [attach_words(tok, job.segments, a, job.language, self.options, job.last_speech, job.offset)
+                if row.text_tokens else job.segments for job, row, a in zip(jobs, rows, aligned)]
 
     def _prefix(self, language: str | None) -> tuple[int, ...]:
         tok = self.tokenizer
@@ -218,7 +227,8 @@ def with_words(aligner: WordAligner, stream: Iterable[tuple[Item, DecodingResult
 
     for item, result, segments, payload in stream:
         samples = len(item.audio) if item.audio is not None else round(item.duration * SAMPLE_RATE)
-        job = WordJob(item.features, tuple(segments), result.language, samples)  # features: before the decoder drops them
+        job = WordJob(item.features, tuple(segments), result.language, samples,  # before the decoder drops them
+                      cross_kv=item.cross_kv)
         pending.append((item, result, segments, payload, job))
         if len(pending) >= batch_size:
             yield from flush()

@@ -76,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         "condition_on_previous_text",
         type=_bool,
         default=True,
-        help="accepted and ignored: windows are decoded in batches, each prompted only by --initial_prompt",
+        help="--mode sequential: prompt each window with the text before it (--mode vad: ignored)",
     )
+    add("mode", choices=["vad", "sequential"], default="vad",
+        help="vad: speech found by Silero VAD, windows of all files decoded together (fast); sequential: "
+        "openai-whisper's own long-form algorithm per file, one window of every file per batch (faithful)")
+    add("clip_timestamps", default="0", help="--mode sequential: start,end,... seconds of the parts to transcribe")
     add("compression_ratio_threshold", type=_optional_float, default=2.4, help="decode again above this gzip ratio")
     add("logprob_threshold", type=_optional_float, default=-1.0, help="decode again below this mean log prob")
     add("no_speech_threshold", type=_optional_float, default=0.6, help="silence above this no-speech probability")
@@ -157,6 +161,9 @@ def transcribe_options(args: argparse.Namespace, tokenizer: Tokenizer) -> dict:
         "no_speech_threshold": args.no_speech_threshold,
         "initial_prompt": args.initial_prompt,
         "vad_options": args.vad_options,
+        "mode": args.mode,
+        "condition_on_previous_text": args.condition_on_previous_text,
+        "clip_timestamps": args.clip_timestamps,
         "word_timestamps": args.word_timestamps,
         "prepend_punctuations": args.prepend_punctuations,
         "append_punctuations": args.append_punctuations,

@@ -1,0 +1,258 @@
+"""openai-whisper's long-form `transcribe`, each file on its own, the windows of many files decoded together.
+
+A file is a stream of 30 s windows over its log-mel (computed over the whole file, as openai-whisper
+computes it): each window starts where the last timestamp of the previous one left off (its
+`seek`), is prompted by the text before it, falls back to hotter temperatures, is skipped when
+silent, and may be cut by `clip_timestamps`. A stream's next window depends on its previous one,
+so the batch holds one window per file: a folder of files runs at batch speed, one file at
+batch-1 speed. Decisions follow openai-whisper's `transcribe` step for step, so that greedy output
+is token-identical to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import numpy as np
+
+from .audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, TIME_PRECISION, file_log_mel
+from .decoding import DecodingOptions, FallbackOptions, Item, decode_with_fallback, detect_languages
+from .model import Whisper
+from .results import DecodingResult, Segment
+from .tokenizer import Tokenizer
+from .words import WordAligner, WordJob
+
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
+INPUT_STRIDE = 2  # mel frames per audio position (and timestamp step)
+
+
+@dataclass(frozen=True)
+class SequentialOptions:
+    """openai-whisper's `transcribe` options that only make sense window after window."""
+
+    condition_on_previous_text: bool = True
+    clip_timestamps: str | Sequence[float] = "0"
+
+    def clips(self, content_frames: int) -> list[tuple[int, int]]:
+        """(start, end) mel frames to transcribe: pairs of `clip_timestamps` seconds, the last end the file's."""
+        stamps = self.clip_timestamps
+        if isinstance(stamps, str):
+            try:
+                stamps = [float(t) for t in stamps.split(",")] if stamps.strip() else []
+            except ValueError as e:
+                raise ValueError(f"clip_timestamps must be comma-separated seconds, not {self.clip_timestamps!r}") from e
+        points = [round(float(t) * FRAMES_PER_SECOND) for t in stamps] or [0]
+        if any(p < 0 for p in points):
+            raise ValueError(f"clip_timestamps must not be negative, not {self.clip_timestamps!r}")
+        if len(points) % 2:
+            points.append(content_frames)
+        return list(zip(points[::2], points[1::2]))
+
+
+@dataclass
+class _Stream:
+    """One recording as openai-whisper walks it: its log-mel, where it has got to, what it said."""
+
+    key: object
+    mel: mx.array  # (frames of the file and 30 s of padding, n_mels)
+    content_frames: int
+    clips: list[tuple[int, int]]
+    all_tokens: list[int]
+    language: str | None
+    clip: int = 0
+    seek: int = 0
+    prompt_reset_since: int = 0
+    last_speech: float = 0.0
+    segments: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.initial_prompt_length = len(self.all_tokens)
+        self.seek = self.clips[0][0] if self.clips else 0
+
+    def next_window(self) -> tuple[int, int] | None:
+        """(seek, frames) of the next window, or None when the clips are done."""
+        while self.clip < len(self.clips):
+            start, end = self.clips[self.clip]
+            self.seek = max(self.seek, start)
+            if self.seek < end:
+                return self.seek, min(N_FRAMES, self.content_frames - self.seek, end - self.seek)
+            self.clip += 1
+            if self.clip < len(self.clips):
+                self.seek = self.clips[self.clip][0]
+        return None
+
+    def window_mel(self, seek: int, size: int) -> mx.array:
+        """The window's frames, zero-padded (in the log-mel domain) to 30 s, as openai-whisper pads them."""
+        part = self.mel[seek : seek + size]
+        return mx.pad(part, [(0, N_FRAMES - size), (0, 0)]) if size < N_FRAMES else part
+
+    def prompt(self) -> tuple[int, ...]:
+        return tuple(self.all_tokens[self.prompt_reset_since :])
+
+
+def cut_window(tokens: Sequence[int], tokenizer: Tokenizer, seek: int, size: int) -> tuple[list[tuple[float, float, list[int]]], int, bool]:
+    """openai-whisper's segments of one window ((start, end, tokens) in file seconds), where the
+    next window starts, and whether the window ended on a single timestamp (nothing left unsaid)."""
+    tb = tokenizer.timestamp_begin
+    offset = seek * HOP_LENGTH / SAMPLE_RATE
+    is_ts = [t >= tb for t in tokens]
+    single_ending = is_ts[-2:] == [False, True]
+    cuts = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+    if not cuts:
+        stamps = [t for t in tokens if t >= tb]
+        duration = size * HOP_LENGTH / SAMPLE_RATE
+        if stamps and stamps[-1] != tb:
+            duration = (stamps[-1] - tb) * TIME_PRECISION
+        return [(offset, offset + duration, list(tokens))], seek + size, single_ending
+    if single_ending:
+        cuts.append(len(tokens))
+    segments, last = [], 0
+    for cut in cuts:
+        part = list(tokens[last:cut])
+        segments.append((offset + (part[0] - tb) * TIME_PRECISION, offset + (part[-1] - tb) * TIME_PRECISION, part))
+        last = cut
+    next_seek = seek + size if single_ending else seek + (tokens[last - 1] - tb) * INPUT_STRIDE
+    return segments, next_seek, single_ending
+
+
+class SequentialTranscriber:
+    """Runs openai-whisper's `transcribe` over many recordings at once, one window of each per batch."""
+
+    ENCODE_BATCH = 8
+
+    def __init__(self, model: Whisper, tokenizer: Tokenizer, decoding: DecodingOptions, fallback: FallbackOptions,
+                 options: SequentialOptions = SequentialOptions(), words: WordAligner | None = None,
+                 best_of: int = 5, seed: int = 0):
+        self.model, self.tokenizer, self.decoding, self.fallback = model, tokenizer, decoding, fallback
+        self.options, self.words, self.best_of, self.seed = options, words, best_of, seed
+
+    def run(self, audios: dict[object, np.ndarray], language: str | None, prompt: tuple[int, ...], batch_size: int
+            ) -> Iterator[tuple[object, dict]]:
+        """Yield (key, openai-whisper's result dict: text, segments, language) as each recording ends."""
+        streams = []
+        for key, audio in audios.items():
+            mel = file_log_mel(audio, self.model.dims.n_mels)
+            frames = mel.shape[0] - N_FRAMES
+            streams.append(_Stream(key, mel, frames, self.options.clips(frames), list(prompt), language))
+        self._detect([s for s in streams if s.language is None])
+        while streams:
+            windows = []
+            for s in streams:
+                window = s.next_window()
+                if window is None:
+                    yield s.key, self._result(s)
+                else:
+                    windows.append((s, *window))
+            streams = [s for s, _, _ in windows]
+            for start in range(0, len(windows), batch_size):
+                self._step(windows[start : start + batch_size])
+
+    def _detect(self, streams: list[_Stream]) -> None:
+        """Each file's language from its first 30 s, as openai-whisper detects it once per file."""
+        if not self.tokenizer.multilingual:
+            for s in streams:
+                s.language = "en"
+            return
+        for start in range(0, len(streams), self.ENCODE_BATCH):
+            chunk = streams[start : start + self.ENCODE_BATCH]
+            features = self.model.embed_audio(mx.stack([s.mel[:N_FRAMES] for s in chunk]))
+            for s, (code, _) in zip(chunk, detect_languages(self.model, self.tokenizer,
+                                                            self.model.decoder.cross_kv(features))):
+                s.language = code
+
+    def _step(self, windows: list[tuple[_Stream, int, int]]) -> None:
+        """Decode one window of each stream together, then move each stream on."""
+        features: list[mx.array] = []
+        for start in range(0, len(windows), self.ENCODE_BATCH):
+            chunk = windows[start : start + self.ENCODE_BATCH]
+            encoded = self.model.embed_audio(mx.stack([s.window_mel(seek, size) for s, seek, size in chunk]))
+            mx.eval(encoded)
+            features += [encoded[k : k + 1] for k in range(len(chunk))]
+        items = [Item(key=i, features=f, prompt=s.prompt(), language=s.language, duration=size * HOP_LENGTH / SAMPLE_RATE)
+                 for i, ((s, _, size), f) in enumerate(zip(windows, features))]
+        results: dict[int, DecodingResult] = {}
+        for item, result in decode_with_fallback(self.model, self.tokenizer, items, self.decoding, self.fallback,
+                                                 len(items), self.best_of, self.seed):
+            results[item.key] = result
+        cut = []
+        for (s, seek, size), f, i in zip(windows, features, range(len(windows))):
+            result = results[i]
+            if self._silent(result):
+                s.seek = seek + size
+                continue
+            segments, next_seek, single_ending = cut_window(result.tokens, self.tokenizer, seek, size)
+            cut.append((s, seek, size, f, result, segments, next_seek, single_ending))
+        timed = self._time_words(cut) if self.words is not None else [None] * len(cut)
+        for (s, seek, size, _, result, segments, next_seek, single_ending), words in zip(cut, timed):
+            self._advance(s, seek, result, segments, next_seek, single_ending, words)
+
+    def _silent(self, result: DecodingResult) -> bool:
+        f = self.fallback
+        if f.no_speech_threshold is None or result.no_speech_prob <= f.no_speech_threshold:
+            return False
+        return not (f.logprob_threshold is not None and result.avg_logprob > f.logprob_threshold)
+
+    def _time_words(self, cut: list) -> list[tuple[Segment, ...]]:
+        """Words for each window's segments, all windows in one alignment pass."""
+        jobs = []
+        for s, seek, size, features, _, segments, _, _ in cut:
+            window = tuple(Segment(a, b, "", tuple(t)) for a, b, t in segments)
+            jobs.append(WordJob(features, window, s.language, size * HOP_LENGTH, seek * HOP_LENGTH / SAMPLE_RATE,
+                                s.last_speech))
+        return self.words(jobs)
+
+    def _advance(self, s: _Stream, seek: int, result: DecodingResult, segments: list, next_seek: int,
+                 single_ending: bool, timed: tuple[Segment, ...] | None) -> None:
+        """Record a window's segments and move the stream to its next window."""
+        tok = self.tokenizer
+        offset = seek * HOP_LENGTH / SAMPLE_RATE
+        s.seek = next_seek
+        rows = []
+        for k, (start, end, tokens) in enumerate(segments):
+            row = {"seek": seek, "start": start, "end": end, "text": tok.decode([t for t in tokens if t < tok.eot]),
+                   "tokens": tokens, "temperature": result.temperature, "avg_logprob": result.avg_logprob,
+                   "compression_ratio": result.compression_ratio, "no_speech_prob": result.no_speech_prob}
+            if timed is not None:
+                row.update(start=timed[k].start, end=timed[k].end,
+                           words=[{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+                                  for w in timed[k].words])
+            rows.append(row)
+        if timed is not None:
+            last_word_end = next((w["end"] for r in reversed(rows) for w in reversed(r["words"])),
+                                 rows[-1]["end"] if rows else None)
+            if not single_ending and last_word_end is not None and last_word_end > offset:
+                s.seek = round(last_word_end * FRAMES_PER_SECOND)
+            if last_word_end is not None:
+                s.last_speech = last_word_end
+        for row in rows:
+            if row["start"] == row["end"] or not row["text"].strip():
+                row.update(text="", tokens=[], **({"words": []} if timed is not None else {}))
+            s.segments.append({"id": len(s.segments), **row})
+            s.all_tokens.extend(row["tokens"])
+        if not self.options.condition_on_previous_text or result.temperature > 0.5:
+            s.prompt_reset_since = len(s.all_tokens)
+
+    def _result(self, s: _Stream) -> dict:
+        text = self.tokenizer.decode(s.all_tokens[s.initial_prompt_length :])
+        return {"text": text, "segments": s.segments, "language": s.language}
+
+
+def as_segments(result: dict, words: bool) -> dict:
+    """An openai-whisper result in the form `transcribe_audio` returns (whisperX's keys, empty segments dropped)."""
+    segments = []
+    for r in result["segments"]:
+        if not r["text"].strip():
+            continue
+        segment = {"start": round(r["start"], 3), "end": round(r["end"], 3), "text": r["text"].strip(),
+                   "avg_logprob": r["avg_logprob"], "no_speech_prob": r["no_speech_prob"]}
+        if words:
+            segment["words"] = [{"word": w["word"].strip(), "start": w["start"], "end": w["end"],
+                                 "score": round(w["probability"], 3)} for w in r["words"]]
+        segments.append(segment)
+    out = {"segments": segments, "language": result["language"]}
+    if words:
+        out["word_segments"] = [w for s in segments for w in s["words"]]
+    return out
+
