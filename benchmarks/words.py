@@ -91,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each case; the fastest counts")
+    parser.add_argument("--only", default=None, help="run only the implementations whose label contains this")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     names = [n for n in segment_names() if manifest()[n]["language"] == "en"]
@@ -104,13 +105,16 @@ def main() -> None:
         mlx_dir = Path(tmp) / "mlx"
         convert(args.model, mlx_dir, dtype="float32")
         runners = {
-            "mlxbatchwhisper batch 16": ours(args.model),
-            "openai-whisper transcribe, one by one": openai_loop(args.model),
-            "mlx-whisper transcribe, one by one": mlx_whisper_loop(mlx_dir),
-            "faster-whisper float32, one by one": faster_whisper(args.model, batched=False),
-            "faster-whisper float32 batched 16": faster_whisper(args.model, batched=True),
+            "mlxbatchwhisper batch 16": lambda: ours(args.model),
+            "openai-whisper transcribe, one by one": lambda: openai_loop(args.model),
+            "mlx-whisper transcribe, one by one": lambda: mlx_whisper_loop(mlx_dir),
+            "faster-whisper float32, one by one": lambda: faster_whisper(args.model, batched=False),
+            "faster-whisper float32 batched 16": lambda: faster_whisper(args.model, batched=True),
         }
-        for label, run in runners.items():
+        for label, make in runners.items():
+            if args.only and args.only not in label:
+                continue
+            run = make()
             run(audios[:2], True)  # warm-up: loads, compiles, touches memory
             plain = best_of(args.repeats, run, audios, False)
             timed = best_of(args.repeats, run, audios, True)
@@ -119,7 +123,7 @@ def main() -> None:
             print(f"{label:40s} without {plain:6.2f} s  with words {timed:6.2f} s  overhead {100 * (timed / plain - 1):+5.1f}%"
                   f"  RTF with words {seconds / timed:5.1f}", flush=True)
     base = rows[0]["with_s"]
-    for r in rows[1:]:
+    for r in rows[1:] if rows[0]["impl"].startswith("mlxbatchwhisper") else []:
         print(f"ours with words / {r['impl']} with words: {r['with_s'] / base:.2f}x faster")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu, "model": args.model, "seconds": seconds, "rows": rows},

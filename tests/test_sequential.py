@@ -67,7 +67,7 @@ def assert_same(label: str, expected: dict, got: dict, words: bool = False) -> N
 
 @pytest.mark.slow
 def test_greedy_is_token_identical_to_openai_transcribe_tiny_en():
-    files = ["long_form", "long_60s", "pyannote", "d01", "d09"]
+    files = ["long_60s", "pyannote", "d09"]  # long_form too, in docs/longform.md (4.5 min of openai-whisper)
     got = ours("tiny.en", files, temperature=0.0)
     for f in files:
         assert_same(f, theirs("tiny.en", f, temperature=0.0), got[f])
