@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -29,12 +31,33 @@ GROUP_SECONDS = 3600.0  # audio read, VAD-ed and decoded together by transcribe_
 AudioInputs = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
 
 
+def _serialized(method: Callable[..., Iterator]) -> Callable[..., Iterator]:
+    """A generator method that holds the instance's lock while it computes each item, not between items."""
+    @functools.wraps(method)
+    def steps(self, *args, **kwargs):
+        work = method(self, *args, **kwargs)
+        while True:
+            with self._lock:
+                try:
+                    item = next(work)
+                except StopIteration:
+                    return
+            yield item
+    return steps
+
+
 class BatchedWhisper:
-    """A Whisper model that decodes many segments as one batch."""
+    """A Whisper model that decodes many segments as one batch.
+
+    Any thread may use it, several at once: calls are serialized by a lock (one batch at a time
+    uses the whole machine anyway); `transcribe_audio_iter` holds it only while it computes, not
+    while the caller holds a result.
+    """
 
     def __init__(self, model: Whisper):
         self.model = model
         self.tokenizer: Tokenizer = get_tokenizer(model.is_multilingual, model.num_languages)
+        self._lock = threading.RLock()
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str | os.PathLike = DEFAULT_MODEL, dtype: str | mx.Dtype = "float32",
@@ -97,9 +120,10 @@ class BatchedWhisper:
         results: list[DecodingResult | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: -len(audios[i]))  # similar lengths decode together
         stream = (items[i] for i in order)
-        for item, result in decode_with_fallback(self.model, self.tokenizer, stream, decoding, fallback, batch_size,
-                                                 **extra):
-            results[item.key] = result
+        with self._lock:
+            for item, result in decode_with_fallback(self.model, self.tokenizer, stream, decoding, fallback,
+                                                     batch_size, **extra):
+                results[item.key] = result
         return results
 
     def transcribe_audio(self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True,
@@ -134,6 +158,7 @@ class BatchedWhisper:
             raise
         return results
 
+    @_serialized
     def transcribe_audio_iter(
         self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
         language: str | Sequence[str | None] | None = None, task: str = "transcribe",
