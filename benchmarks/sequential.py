@@ -50,8 +50,8 @@ def main() -> None:
 
     def ours(batch: int) -> dict:
         if batch == 1:
-            return {n: dict(seq.run({n: a}, "en", (), 1))[n] for n, a in audios.items()}
-        return dict(seq.run(audios, "en", (), batch))
+            return {n: dict(seq.run({n: a}, {n: "en"}, {n: ()}, 1))[n] for n, a in audios.items()}
+        return dict(seq.run(audios, dict.fromkeys(audios, "en"), dict.fromkeys(audios, ()), batch))
 
     ref = openai_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:

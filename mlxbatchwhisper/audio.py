@@ -110,11 +110,44 @@ def audio_duration(path: str | os.PathLike | BinaryIO) -> float:
         return 0.0
 
 
+MIN_RATE, MAX_RATE = 4000, 384000  # sample rates outside these are mistakes (seconds or samples, not Hz)
+
+
+def check_sample_rate(sample_rate: int) -> int:
+    """A plausible sample rate in Hz, or a clear error."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise ValueError(f"sample_rate must be an integer number of Hz, not {sample_rate!r}")
+    if not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise ValueError(f"sample_rate must be between {MIN_RATE} and {MAX_RATE} Hz, not {sample_rate}")
+    return int(sample_rate)
+
+
+def resample(audio: np.ndarray, sample_rate: int, name: str = "audio") -> np.ndarray:
+    """A float waveform at `sample_rate` Hz brought to 16 kHz with the resampler files go through (FFmpeg's)."""
+    check_sample_rate(sample_rate)
+    audio = check_audio(audio, name)
+    if sample_rate == SAMPLE_RATE or len(audio) == 0:
+        return audio
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    out = []
+    for start in range(0, len(audio), 1 << 18):  # in blocks: FFmpeg frames are bounded
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, start : start + (1 << 18)]),
+                                           format="flt", layout="mono")
+        frame.sample_rate = int(sample_rate)
+        out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
 def check_audio(audio: np.ndarray | Sequence[float], name: str = "audio", max_samples: int | None = None) -> np.ndarray:
     """Validate one mono 16 kHz float waveform and return it as a float32 numpy array."""
     a = np.asarray(audio)
     if a.ndim == 2 and min(a.shape) <= 8:
-        raise ValueError(f"{name} has shape {a.shape}: looks multi-channel; mix it down to mono (e.g. a.mean(axis=1))")
+        axis = int(np.argmin(a.shape))
+        raise ValueError(f"{name} has shape {a.shape}: looks multi-channel; mix it down to mono "
+                         f"(e.g. a.mean(axis={axis}))")
     if a.ndim != 1:
         raise ValueError(f"{name} must be a 1-D waveform, got shape {a.shape}")
     if not np.issubdtype(a.dtype, np.floating):

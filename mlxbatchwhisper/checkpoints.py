@@ -15,6 +15,7 @@ import os
 import re
 import struct
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def load_model(
     whose quantized kernels are a slow reference loop) their weights are expanded to `dtype`
     once, which computes the same outputs through BLAS.
     """
+    if to_dtype(dtype) != mx.float32 and mx.default_device() == mx.cpu:
+        warnings.warn(f"dtype {dtype} on the CPU is several times slower than float32 (MLX has no fast "
+                      "half-precision kernels there); use float32 unless memory is short", stacklevel=2)
     ckpt = read_checkpoint(resolve(path_or_repo))
     if ckpt.alignment_heads is None:
         ckpt.alignment_heads = heads_for_name(str(path_or_repo))
@@ -82,6 +86,7 @@ def build_model(ckpt: Checkpoint, dtype: str | mx.Dtype = "float32", dequantize:
 
     dtype = to_dtype(dtype)
     model = Whisper(ckpt.dims, dtype)
+    model.source = ckpt.source  # named in errors about the model's output
     if ckpt.quantization:
         apply_quantization(model, ckpt.quantization, ckpt.weights)
     weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in ckpt.weights.items()}
@@ -253,7 +258,23 @@ def _dims(config: dict, source: Path) -> ModelDimensions:
     missing = [f for f in fields if f not in config]
     if missing:
         raise CheckpointError(f"{source}: config lacks {', '.join(missing)}")
-    return ModelDimensions(**{f: int(config[f]) for f in fields})
+    return checked_dims({f: config[f] for f in fields}, source)
+
+
+def checked_dims(values: dict, source: Path, names: dict[str, str] | None = None) -> ModelDimensions:
+    """`ModelDimensions` from config values, each a positive integer and every width split evenly into heads.
+
+    `names` gives the config's own name of a field, for the message (e.g. d_model for n_audio_state).
+    """
+    names = names or {}
+    for field, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{source}: {names.get(field, field)} must be a positive integer, not {value!r}")
+    for width, heads in (("n_audio_state", "n_audio_head"), ("n_text_state", "n_text_head")):
+        if values[width] % values[heads]:
+            raise CheckpointError(f"{source}: {names.get(heads, heads)} ({values[heads]}) does not divide "
+                                  f"{names.get(width, width)} ({values[width]})")
+    return ModelDimensions(**values)
 
 
 _HF_RENAMES = [
@@ -288,19 +309,22 @@ def _conv_to_mlx(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     return {k: v.transpose(0, 2, 1) if re.match(r"encoder\.conv\d\.weight", k) else v for k, v in weights.items()}
 
 
+_HF_DIMS = {  # ModelDimensions field: transformers' config name
+    "n_mels": "num_mel_bins", "n_audio_ctx": "max_source_positions", "n_audio_state": "d_model",
+    "n_audio_head": "encoder_attention_heads", "n_audio_layer": "encoder_layers", "n_vocab": "vocab_size",
+    "n_text_ctx": "max_target_positions", "n_text_state": "d_model", "n_text_head": "decoder_attention_heads",
+    "n_text_layer": "decoder_layers",
+}
+
+
 def _read_hf(path: Path, config: dict) -> Checkpoint:
     """Hugging Face transformers layout (single or sharded safetensors)."""
     source = path / "config.json"
     try:
-        d = config["d_model"]
-        dims = ModelDimensions(
-            n_mels=config["num_mel_bins"], n_audio_ctx=config["max_source_positions"], n_audio_state=d,
-            n_audio_head=config["encoder_attention_heads"], n_audio_layer=config["encoder_layers"],
-            n_vocab=config["vocab_size"], n_text_ctx=config["max_target_positions"], n_text_state=d,
-            n_text_head=config["decoder_attention_heads"], n_text_layer=config["decoder_layers"],
-        )
+        values = {field: config[name] for field, name in _HF_DIMS.items()}
     except KeyError as e:
         raise CheckpointError(f"{source}: config lacks {e}") from e
+    dims = checked_dims(values, source, _HF_DIMS)
     index = path / "model.safetensors.index.json"
     if index.exists():
         shards = sorted(set(_read_json(index)["weight_map"].values()))
@@ -333,6 +357,7 @@ def _read_openai(path: Path) -> Checkpoint:
         state = ckpt["model_state_dict"]
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable OpenAI Whisper checkpoint ({e})") from e
+    dims = checked_dims(dims.to_dict(), path)
     weights = {}
     for k, v in state.items():
         if k == "encoder.positional_embedding":

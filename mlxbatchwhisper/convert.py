@@ -32,11 +32,13 @@ def save_model(model: Whisper, out: str | os.PathLike, quantization: dict | None
     """Write config.json and weights.safetensors (mlx-community layout); return the bytes written.
 
     `out` must not exist yet. The files are written to a temporary directory beside it that is
-    renamed to `out` once complete, so a failed save leaves nothing behind.
+    renamed to `out` once complete, so a failed save leaves nothing behind. Weights holding NaN or
+    infinite values are refused (ValueError).
     """
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; refusing to overwrite it")
+    weights = check_finite(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -44,15 +46,31 @@ def save_model(model: Whisper, out: str | os.PathLike, quantization: dict | None
         if quantization:
             config["quantization"] = quantization
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        weights = dict(nn.utils.tree_flatten(model.parameters()))
         weights["alignment_heads"] = mx.array(model.alignment_heads, dtype=mx.int32)  # where mlx-whisper keeps them
         mx.save_safetensors(str(tmp / "weights.safetensors"), weights, metadata={"format": "mlx"})
         size = sum(f.stat().st_size for f in tmp.iterdir())
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output gets the user's usual mode
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return size
+
+
+def check_finite(model: Whisper) -> dict[str, mx.array]:
+    """The model's parameters by name, or a ValueError naming those that hold NaN or infinite values."""
+    weights = dict(nn.utils.tree_flatten(model.parameters()))
+    broken = [k for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating) and not mx.isfinite(v).all().item()]
+    if broken:
+        raise ValueError(f"{getattr(model, 'source', 'the model')}: weights hold NaN or infinite values "
+                         f"({', '.join(broken[:5])}{' …' if len(broken) > 5 else ''}); refusing to write them")
+    return weights
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def convert(
@@ -66,6 +84,7 @@ def convert(
     if Path(out).exists():
         raise FileExistsError(f"{out} exists; refusing to overwrite it")
     model = build_model(read_checkpoint(resolve(src)), dtype, dequantize=True)
+    check_finite(model)  # before quantizing, which could hide them
     block = quantize_model(model, bits, group_size, recipe) if quantize else None
     size = save_model(model, out, block)
     return Conversion(Path(out), size, block, tuple(float_layers(block or {})), block is None or is_uniform(block))

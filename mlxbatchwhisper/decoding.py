@@ -9,6 +9,7 @@ and queued segments take their place (`KVCache.extend`), so the batch stays full
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,12 +17,17 @@ from dataclasses import dataclass, field, replace
 import mlx.core as mx
 import numpy as np
 
+from . import checks
 from .audio import CHUNK_LENGTH, TIME_PRECISION, log_mel_spectrogram
 from .cache import KVCache
 from .kernels import logsumexp, top_logprobs
 from .model import Whisper
 from .results import DecodingResult, Segment, compression_ratio
 from .tokenizer import Tokenizer, language_code
+
+
+class ModelOutputError(RuntimeError):
+    """The model computed numbers that are not numbers (NaN, infinity): corrupt weights, not bad input."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,15 @@ class DecodingOptions:
     max_initial_timestamp: float | None = 1.0
 
     def __post_init__(self) -> None:
-        if self.task not in ("transcribe", "translate"):
-            raise ValueError(f"task must be 'transcribe' or 'translate', not {self.task!r}")
+        checks.choice("task", self.task, ("transcribe", "translate"))
+        checks.number("temperature", self.temperature, low=0)
+        for name in ("beam_size", "best_of", "sample_len"):
+            checks.integer(name, getattr(self, name), low=1, optional=True)
+        checks.number("patience", self.patience, low=0, low_open=True, optional=True)
+        checks.number("length_penalty", self.length_penalty, low=0, high=1, optional=True)
+        checks.number("max_initial_timestamp", self.max_initial_timestamp, low=0, optional=True)
+        checks.flag("suppress_blank", self.suppress_blank)
+        checks.flag("without_timestamps", self.without_timestamps)
         if self.beam_size is not None and self.best_of is not None:
             raise ValueError("beam_size and best_of can't be given together")
         if self.temperature == 0 and self.best_of is not None:
@@ -51,12 +64,6 @@ class DecodingOptions:
             raise ValueError("beam_size with sampling (temperature > 0) is not compatible")
         if self.patience is not None and self.beam_size is None:
             raise ValueError("patience requires beam_size")
-        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
-            raise ValueError("length_penalty must be between 0 and 1")
-        for name in ("beam_size", "best_of", "sample_len"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, not {value}")
 
     @property
     def n_group(self) -> int:
@@ -149,10 +156,14 @@ def detect_languages(model: Whisper, tokenizer: Tokenizer, cross: list[tuple[mx.
 
 def suppress_token_ids(tokenizer: Tokenizer, suppress_tokens: str | Sequence[int] | None) -> tuple[int, ...]:
     """openai-whisper's suppression list: '-1' means the non-speech tokens; special tokens always."""
-    if isinstance(suppress_tokens, str):
-        ids = [int(t) for t in suppress_tokens.split(",") if t.strip()]
-    else:
-        ids = list(suppress_tokens or [])
+    accepted = "comma-separated token ids in a string ('-1', '-1,50256'), a list of ints, or None"
+    try:
+        if isinstance(suppress_tokens, str):
+            ids = [int(t) for t in suppress_tokens.split(",") if t.strip()]
+        else:
+            ids = [checks.integer("suppress_tokens", t) for t in suppress_tokens or []]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"suppress_tokens must be {accepted}, not {suppress_tokens!r}") from e
     if any(t < -1 for t in ids):
         raise ValueError(f"suppress_tokens must be token ids or -1, not {[t for t in ids if t < -1]}")
     if -1 in ids:
@@ -554,6 +565,16 @@ class FallbackOptions:
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
 
+    def __post_init__(self) -> None:
+        temperatures = self.temperatures
+        if not isinstance(temperatures, tuple) or not temperatures:
+            raise ValueError(f"temperature must be one number ≥ 0 or a non-empty sequence of them, not {temperatures!r}")
+        for t in temperatures:
+            checks.number("temperature", t, low=0)
+        checks.number("compression_ratio_threshold", self.compression_ratio_threshold, low=0, optional=True)
+        checks.number("logprob_threshold", self.logprob_threshold, optional=True)
+        checks.number("no_speech_threshold", self.no_speech_threshold, low=0, high=1, optional=True)
+
     def needs_fallback(self, r: DecodingResult) -> bool:
         """Too repetitive or too improbable, and not silence."""
         too_low = self.logprob_threshold is not None and r.avg_logprob < self.logprob_threshold
@@ -584,6 +605,9 @@ def decode_with_fallback(
         retry: list[tuple[Item, DecodingResult]] = []
         size = max(1, rows // opts.n_group)
         for item, result in BatchDecoder(model, tokenizer, opts, seed + n, keep_cross_kv).run(stream, size):
+            if math.isnan(result.avg_logprob) or result.avg_logprob == math.inf:
+                raise ModelOutputError(f"{getattr(model, 'source', 'the model')}: the model computed NaN/infinite "
+                                       "log-probabilities; its weights may be corrupt")
             if n + 1 < len(temperatures) and fallback.needs_fallback(result):
                 retry.append((item, result))
             else:

@@ -135,6 +135,7 @@ class AudioEncoder(nn.Module):
         self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
         self._positional_embedding = sinusoids(n_ctx, n_state)
+        mx.eval(self._positional_embedding)  # not a parameter: evaluate now, so any thread can use it
         self.blocks = [ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)]
         self.ln_post = nn.LayerNorm(n_state)
 

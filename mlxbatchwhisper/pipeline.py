@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from numbers import Real
 from typing import Any, Union
 
 import mlx.core as mx
 import numpy as np
 
-from . import vad
-from .audio import N_SAMPLES, SAMPLE_RATE, check_audio, is_file_object, load_audio
+from . import checks, vad
+from .audio import N_SAMPLES, SAMPLE_RATE, check_audio, check_sample_rate, is_file_object, load_audio, resample
 from .checkpoints import DEFAULT_MODEL, load_model
 from .decoding import DecodingOptions, FallbackOptions, Item, LogitRules, decode_with_fallback
 from .model import Whisper
@@ -31,12 +34,33 @@ GROUP_SECONDS = 3600.0  # audio read, VAD-ed and decoded together by transcribe_
 AudioInputs = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
 
 
+def _serialized(method: Callable[..., Iterator]) -> Callable[..., Iterator]:
+    """A generator method that holds the instance's lock while it computes each item, not between items."""
+    @functools.wraps(method)
+    def steps(self, *args, **kwargs):
+        work = method(self, *args, **kwargs)
+        while True:
+            with self._lock:
+                try:
+                    item = next(work)
+                except StopIteration:
+                    return
+            yield item
+    return steps
+
+
 class BatchedWhisper:
-    """A Whisper model that decodes many segments as one batch."""
+    """A Whisper model that decodes many segments as one batch.
+
+    Any thread may use it, several at once: calls are serialized by a lock (one batch at a time
+    uses the whole machine anyway); `transcribe_audio_iter` holds it only while it computes, not
+    while the caller holds a result.
+    """
 
     def __init__(self, model: Whisper):
         self.model = model
         self.tokenizer: Tokenizer = get_tokenizer(model.is_multilingual, model.num_languages)
+        self._lock = threading.RLock()
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str | os.PathLike = DEFAULT_MODEL, dtype: str | mx.Dtype = "float32",
@@ -68,9 +92,11 @@ class BatchedWhisper:
         word_timestamps: bool = False,
         prepend_punctuations: str = WordOptions.prepend_punctuations,
         append_punctuations: str = WordOptions.append_punctuations,
+        sample_rate: int = SAMPLE_RATE,
     ) -> list[DecodingResult]:
-        """Transcribe 16 kHz mono float32 segments (each ≤ 30 s) in batches; results in input order.
+        """Transcribe mono float32 segments (each ≤ 30 s) in batches; results in input order.
 
+        Segments at another `sample_rate` than 16 kHz are resampled first (as files are).
         `language` and `initial_prompt` may be one value for all segments or one per segment;
         `language=None` detects each segment's language. Rows whose output looks wrong
         (compression ratio, average log-probability) are decoded again at the next temperature.
@@ -86,12 +112,14 @@ class BatchedWhisper:
         batch_size = self._batch_size(batch_size, decoding.n_group)
         if isinstance(segments, np.ndarray) and segments.ndim == 1:
             raise TypeError("segments must be a list of 1-D arrays; wrap a single segment in a list")
-        audios = [check_audio(s, f"segments[{i}]", N_SAMPLES) for i, s in enumerate(segments)]
+        check_sample_rate(sample_rate)
+        audios = [check_audio(resample(s, sample_rate, f"segments[{i}]"), f"segments[{i}]", N_SAMPLES)
+                  for i, s in enumerate(_as_list(segments, "segments"))]
         for i, a in enumerate(audios):
             if len(a) == 0:
                 raise ValueError(f"segments[{i}] is empty")
-        languages = [self._language(lang) for lang in _per_segment(language, len(audios), "language")]
-        prompts = _per_segment(initial_prompt, len(audios), "initial_prompt")
+        languages = [self._language(lang) for lang in _per_input(language, len(audios), "language", "segments")]
+        prompts = _per_input(initial_prompt, len(audios), "initial_prompt", "segments")
         items = [
             Item(key=i, audio=a, language=lang, duration=len(a) / SAMPLE_RATE,
                  prompt=self._prompt(p))
@@ -100,45 +128,63 @@ class BatchedWhisper:
         results: list[DecodingResult | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: -len(audios[i]))  # similar lengths decode together
         stream = (items[i] for i in order)
-        decoded = ((item, result, result.segments, None) for item, result in decode_with_fallback(
-            self.model, self.tokenizer, stream, decoding, fallback, batch_size, **extra,
-            keep_cross_kv=word_timestamps and _reuse_cross_kv()))
-        if word_timestamps:
-            aligner = WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
-            decoded = with_words(aligner, decoded, batch_size)
-        for item, result, timed, _ in decoded:
-            results[item.key] = replace(result, segments=timed)
+        with self._lock:
+            decoded = ((item, result, result.segments, None) for item, result in decode_with_fallback(
+                self.model, self.tokenizer, stream, decoding, fallback, batch_size, **extra,
+                keep_cross_kv=word_timestamps and _reuse_cross_kv()))
+            if word_timestamps:
+                aligner = WordAligner(self.model, self.tokenizer, task,
+                                      WordOptions(prepend_punctuations, append_punctuations))
+                decoded = with_words(aligner, decoded, batch_size)
+            for item, result, timed, _ in decoded:
+                results[item.key] = replace(result, segments=timed)
         return results
 
     def transcribe_audio(self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True,
-                         chunk_size: float = 30, language: str | None = None, task: str = "transcribe",
-                         vad_segments: Sequence[Sequence[dict]] | None = None, initial_prompt: str | None = None,
-                         vad_options: VadOptions | None = None, **options: Any) -> list[dict]:
-        """Transcribe whole recordings (files or 16 kHz mono arrays, any length), many at once.
+                         chunk_size: float = 30, language: str | Sequence[str | None] | None = None,
+                         task: str = "transcribe", vad_segments: Sequence[Sequence[dict]] | None = None,
+                         initial_prompt: str | Sequence[str | None] | None = None, on_error: str = "raise",
+                         sample_rate: int = SAMPLE_RATE, vad_options: VadOptions | None = None,
+                         **options: Any) -> list[dict | Exception]:
+        """Transcribe whole recordings (files, or mono float arrays at `sample_rate` Hz; any length), many at once.
 
         Speech found by Silero VAD (or given as `vad_segments`, one list of {"start", "end"}
         seconds per input; or, with `vad=False`, the whole input) is cut into windows of at most
         `chunk_size` seconds; the windows of all inputs are decoded together in batches of
-        `batch_size` segments ("auto": sized from free memory). `initial_prompt` prompts every
-        window; `vad_options` sets the VAD's thresholds. Returns, in input order, whisperX-style
-        dicts: {"segments": [{"start", "end", "text", "avg_logprob", "no_speech_prob"}], "language": code};
-        with `word_timestamps=True` each segment also has "words" [{"word", "start", "end", "score"}]
-        and the dict a flat "word_segments" list, on the input's timeline. `options` are
-        `transcribe`'s other options (temperature, beam_size, prepend_punctuations, ...).
+        `batch_size` segments ("auto": sized from free memory). `language` and `initial_prompt`
+        (which prompts every window) may be one value or one per input; `vad_options` sets the VAD's
+        thresholds. Returns, in input order, whisperX-style dicts: {"segments": [{"start", "end",
+        "text", "avg_logprob", "no_speech_prob"}], "language": code}; with `word_timestamps=True` each
+        segment also has "words" [{"word", "start", "end", "score"}] and the dict a flat
+        "word_segments" list, on the input's timeline. `mode="sequential"` runs openai-whisper's own
+        long-form algorithm instead (see `transcribe_audio_iter`). `options` are `transcribe`'s other
+        options (temperature, beam_size, prepend_punctuations, ...).
+
+        on_error="raise": missing or unreadable files are found before any decoding; an input that
+        fails later raises after every input before it is transcribed, with the results so far (None
+        where not done) as the exception's `partial_results`. on_error="yield": a failed input's
+        place holds its exception and the others are transcribed.
         """
-        inputs = _as_list(audio_or_paths)
-        results: list[dict | None] = [None] * len(inputs)
-        for i, result in self.transcribe_audio_iter(inputs, batch_size, vad, chunk_size, language, task,
-                                                    vad_segments, initial_prompt, vad_options=vad_options,
-                                                    **options):
-            results[i] = result
+        inputs = _as_list(audio_or_paths, "audio_or_paths")
+        results: list[dict | Exception | None] = [None] * len(inputs)
+        try:
+            for i, result in self.transcribe_audio_iter(inputs, batch_size, vad, chunk_size, language, task,
+                                                        vad_segments, initial_prompt, on_error=on_error,
+                                                        sample_rate=sample_rate, vad_options=vad_options,
+                                                        **options):
+                results[i] = result
+        except Exception as e:
+            e.partial_results = results
+            raise
         return results
 
+    @_serialized
     def transcribe_audio_iter(
         self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
-        language: str | None = None, task: str = "transcribe", vad_segments: Sequence[Sequence[dict]] | None = None,
-        initial_prompt: str | None = None, progress: Callable[[float], None] | None = None,
-        on_error: str = "raise", vad_options: VadOptions | None = None, word_timestamps: bool = False,
+        language: str | Sequence[str | None] | None = None, task: str = "transcribe",
+        vad_segments: Sequence[Sequence[dict]] | None = None, initial_prompt: str | Sequence[str | None] | None = None,
+        progress: Callable[[float], None] | None = None, on_error: str = "raise", sample_rate: int = SAMPLE_RATE,
+        vad_options: VadOptions | None = None, word_timestamps: bool = False,
         prepend_punctuations: str = WordOptions.prepend_punctuations,
         append_punctuations: str = WordOptions.append_punctuations, mode: str = "vad",
         condition_on_previous_text: bool = SequentialOptions.condition_on_previous_text,
@@ -147,26 +193,31 @@ class BatchedWhisper:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
         Inputs are read, VAD-ed and decoded in groups of about GROUP_SECONDS of audio, so memory
-        does not grow with their number. `progress` is called with seconds of audio done; with
+        does not grow with their number. `progress` is called with seconds of audio done. With
         on_error="yield", an input that cannot be read yields its exception instead of stopping
-        the others (with "raise", it stops the call; inputs already yielded stand).
+        the others; with "raise", missing files raise before any decoding, and an input that fails
+        later raises once the inputs before it are yielded.
 
         `mode="sequential"` runs openai-whisper's own long-form algorithm on each input (30 s windows
         that follow the last timestamp, prompted by the text before them: `condition_on_previous_text`,
         `clip_timestamps`), one window of every input per batch; VAD and `chunk_size` do not apply.
         """
-        if on_error not in ("raise", "yield"):
-            raise ValueError(f"on_error must be 'raise' or 'yield', not {on_error!r}")
-        if not 0 < chunk_size <= 30:
-            raise ValueError(f"chunk_size must be in (0, 30] seconds, not {chunk_size}")
-        inputs = _as_list(audio_or_paths)
+        checks.choice("on_error", on_error, ("raise", "yield"))
+        checks.number("chunk_size", chunk_size, low=0, high=30, low_open=True)
+        checks.flag("vad", vad)
+        check_sample_rate(sample_rate)
+        inputs = _as_list(audio_or_paths, "audio_or_paths")
+        if on_error == "raise":
+            for i, x in enumerate(inputs):
+                _precheck(x, f"input {i}")
         if vad_segments is not None:
             if len(vad_segments) != len(inputs):
                 raise ValueError(f"vad_segments has {len(vad_segments)} entries for {len(inputs)} inputs")
             vad_segments = [_regions(given, f"vad_segments[{i}]") for i, given in enumerate(vad_segments)]
         decoding, fallback, extra = self._options(task, options)
         batch_size = self._batch_size(batch_size, decoding.n_group)
-        language = self._language(language)
+        languages = [self._language(lang) for lang in _per_input(language, len(inputs), "language", "inputs")]
+        prompts = [self._prompt(p) for p in _per_input(initial_prompt, len(inputs), "initial_prompt", "inputs")]
         words = WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
         if mode == "sequential":
             if vad_segments is not None:
@@ -175,23 +226,24 @@ class BatchedWhisper:
             sequential.clips(0)  # checks clip_timestamps before any work
             job = _Sequential(SequentialTranscriber(self.model, self.tokenizer, decoding, fallback, sequential,
                                                     words if word_timestamps else None, **extra),
-                              language, self._prompt(initial_prompt), batch_size, progress, word_timestamps)
+                              languages, prompts, batch_size, progress, word_timestamps)
         elif mode == "vad":
             if clip_timestamps != SequentialOptions.clip_timestamps:
                 raise ValueError("clip_timestamps applies with mode='sequential'; with VAD give vad_segments")
-            job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, language, progress,
-                            prompt=self._prompt(initial_prompt), vad_options=vad_options or VadOptions(),
-                            words=words if word_timestamps else None)
+            job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, languages, progress, prompts,
+                            vad_options=vad_options or VadOptions(), words=words if word_timestamps else None)
         else:
             raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
         seconds = 0.0
         for i, x in enumerate(inputs):
             try:
-                audio = _load(x, f"input {i}")
+                audio = _load(x, f"input {i}", sample_rate)
                 given = None if vad_segments is None else _clip(vad_segments[i], len(audio) / SAMPLE_RATE)
             except (OSError, ValueError, TypeError) as e:
                 if on_error == "raise":
+                    if group:  # the inputs before this one are finished first, then it raises
+                        yield from job.run(group)
                     raise
                 yield i, e
                 continue
@@ -207,6 +259,8 @@ class BatchedWhisper:
         """A language code this model knows (None: detect), or a clear error."""
         if language is None:
             return None
+        if not isinstance(language, str):
+            raise ValueError(f"language must be a language code or name, or None (or a list of them), not {language!r}")
         code = language_code(language)
         if not self.tokenizer.multilingual and code != "en":
             raise ValueError(f"this model is English-only; language must be None or 'en', not {language!r}")
@@ -216,6 +270,8 @@ class BatchedWhisper:
 
     def _prompt(self, text: str | None) -> tuple[int, ...]:
         """An initial prompt's tokens, as openai-whisper encodes it (a leading space)."""
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"initial_prompt must be a string or None (or a list of them), not {text!r}")
         return tuple(self.tokenizer.encode(" " + text.strip())) if text else ()
 
     def _options(self, task: str, options: dict) -> tuple[DecodingOptions, FallbackOptions, dict]:
@@ -244,9 +300,9 @@ class _LongForm:
     extra: dict
     batch_size: int
     chunk_size: float
-    language: str | None
+    languages: list[str | None]  # per input; None: detect per window
     progress: Callable[[float], None] | None
-    prompt: tuple[int, ...]
+    prompts: list[tuple[int, ...]]  # per input
     vad_options: VadOptions
     words: WordAligner | None = None
 
@@ -262,13 +318,13 @@ class _LongForm:
         pending = Counter(w.source for w in planned)
         for i in [i for i in keys if i not in pending]:  # nothing to decode (empty or no speech)
             self._report(len(audios[i]) / SAMPLE_RATE)
-            yield i, {"segments": [], "language": self.language}
+            yield i, {"segments": [], "language": self.languages[i]}
         done: dict[int, list[tuple[Window, DecodingResult, tuple[Segment, ...]]]] = defaultdict(list)
         reported: Counter = Counter()  # seconds passed to `progress`, per input
-        windows = [(w, self.language) for w in planned]
+        windows = [(w, self.languages[w.source]) for w in planned]
         for round_ in range(MAX_CONTINUATIONS + 1):
             items = (Item(key=w, audio=_window_audio(audios[w.source], w), language=lang, duration=w.duration,
-                          prompt=self.prompt) for w, lang in windows)
+                          prompt=self.prompts[w.source]) for w, lang in windows)
             windows = []
             decoded = ((item, result, *self._keep(item.key, result, allow_rest=round_ < MAX_CONTINUATIONS))
                        for item, result in decode_with_fallback(self.owner.model, self.owner.tokenizer, items,
@@ -282,14 +338,15 @@ class _LongForm:
                 done[w.source].append((w, result, kept))
                 pending[w.source] -= 1
                 if rest is not None:  # the remainder goes in the next round, in the parent's language
-                    windows.append((rest, self.language or result.language))
+                    windows.append((rest, self.languages[w.source] or result.language))
                     pending[w.source] += 1
                 if round_ == 0:
                     self._report(w.duration)
                     reported[w.source] += w.duration
                 if pending[w.source] == 0:
                     self._report(len(audios[w.source]) / SAMPLE_RATE - reported.pop(w.source, 0.0))
-                    yield w.source, _file_result(done.pop(w.source), self.language, self.fallback, self.words is not None)
+                    yield w.source, _file_result(done.pop(w.source), self.languages[w.source], self.fallback,
+                                                 self.words is not None)
                     del audios[w.source]
             if not windows:
                 break
@@ -322,8 +379,8 @@ class _Sequential:
     """One `transcribe_audio(mode="sequential")` call: groups of loaded inputs through openai's algorithm."""
 
     transcriber: SequentialTranscriber
-    language: str | None
-    prompt: tuple[int, ...]
+    languages: list[str | None]  # per input
+    prompts: list[tuple[int, ...]]
     batch_size: int
     progress: Callable[[float], None] | None
     words: bool
@@ -332,7 +389,9 @@ class _Sequential:
             ) -> Iterator[tuple[int, dict]]:
         audios = {i: audio for i, (audio, _) in group.items()}
         group.clear()
-        for i, result in self.transcriber.run(audios, self.language, self.prompt, self.batch_size):
+        languages = {i: self.languages[i] for i in audios}
+        prompts = {i: self.prompts[i] for i in audios}
+        for i, result in self.transcriber.run(audios, languages, prompts, self.batch_size):
             if self.progress:
                 self.progress(len(audios.pop(i)) / SAMPLE_RATE)
             yield i, as_segments(result, self.words)
@@ -395,15 +454,14 @@ def _split_options(task: str, options: dict) -> tuple[DecodingOptions, FallbackO
     """`transcribe`'s keyword options as decoding options, fallback options and the rest."""
     opts = dict(options)
     temperature = opts.pop("temperature", DEFAULT_TEMPERATURES)
+    if isinstance(temperature, (str, bytes)) or not isinstance(temperature, (Real, Iterable)):
+        raise ValueError(f"temperature must be one number ≥ 0 or a non-empty sequence of them, not {temperature!r}")
     fallback = FallbackOptions(
-        (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature),
+        (temperature,) if isinstance(temperature, Real) else tuple(temperature),
         opts.pop("compression_ratio_threshold", 2.4), opts.pop("logprob_threshold", -1.0),
         opts.pop("no_speech_threshold", 0.6))
-    if not fallback.temperatures or any(not t >= 0 for t in fallback.temperatures):
-        raise ValueError(f"temperature must be one value ≥ 0 or a non-empty sequence of them, not {temperature!r}")
-    extra = {"best_of": opts.pop("best_of", 5), "seed": opts.pop("seed", 0)}
-    if isinstance(extra["best_of"], bool) or not isinstance(extra["best_of"], int) or extra["best_of"] < 1:
-        raise ValueError(f"best_of must be a positive integer, not {extra['best_of']!r}")
+    extra = {"best_of": checks.integer("best_of", opts.pop("best_of", 5), low=1),
+             "seed": checks.integer("seed", opts.pop("seed", 0), low=0)}
     try:
         decoding = DecodingOptions(task=task, **opts)
     except TypeError as e:
@@ -455,23 +513,56 @@ def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int
     return int(max(1, min(limit, share * free // per_row)))
 
 
-def _as_list(audio_or_paths) -> list:
-    if isinstance(audio_or_paths, (str, os.PathLike)) or (isinstance(audio_or_paths, np.ndarray) and audio_or_paths.ndim == 1):
-        return [audio_or_paths]
-    return list(audio_or_paths)
+def _as_list(inputs: Any, name: str) -> list:
+    """One path or 1-D waveform, or a sequence of them, as a list; 2-D arrays refused with a hint."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    if isinstance(inputs, (np.ndarray, mx.array)):
+        if inputs.ndim == 1:
+            return [inputs]
+        if inputs.ndim == 2:
+            axis = int(np.argmin(inputs.shape))
+            raise ValueError(
+                f"{name} is a 2-D array of shape {tuple(inputs.shape)}: for multi-channel audio, mix it down "
+                f"to mono first (a.mean(axis={axis})); for several recordings, pass a list of 1-D arrays (list(a))")
+        raise ValueError(f"{name} must be a 1-D waveform or a list of them, not an array of shape {tuple(inputs.shape)}")
+    if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
+        raise TypeError(f"{name} must be a path, a 1-D float waveform, or a list of them, not {type(inputs).__name__}")
+    return list(inputs)
 
 
-def _load(x, name: str) -> np.ndarray:
-    """A file (path or binary file object) decoded to 16 kHz mono, or an array checked to be one."""
+def _precheck(x: Any, name: str) -> None:
+    """Refuse, before any decoding, an input that is not a path or waveform, or a file that is not there."""
+    if isinstance(x, (str, os.PathLike)):
+        if not os.path.exists(x):
+            raise FileNotFoundError(f"{name}: no such file: {os.fspath(x)}")
+        if os.path.isdir(x):
+            raise IsADirectoryError(f"{name}: {os.fspath(x)} is a directory, not an audio file")
+        if not os.access(x, os.R_OK):
+            raise PermissionError(f"{name}: {os.fspath(x)} is not readable")
+    elif is_file_object(x):
+        return
+    elif not isinstance(x, (np.ndarray, mx.array, Sequence)) or isinstance(x, bytes):
+        raise TypeError(f"{name} must be a path, a binary file object or a 1-D float waveform, "
+                        f"not {type(x).__name__}")
+
+
+def _load(x: Any, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A file (path or binary file object) decoded to 16 kHz mono, or a waveform checked (and resampled
+    from `sample_rate`)."""
     if isinstance(x, (str, os.PathLike)) or is_file_object(x):
         return load_audio(x)
-    return check_audio(x, name)
+    _precheck(x, name)
+    return resample(np.asarray(x), sample_rate, name)
 
 
-def _per_segment(value, n: int, name: str) -> list:
+def _per_input(value: Any, n: int, name: str, inputs: str) -> list:
+    """One value for every input, or a list of one per input."""
     if value is None or isinstance(value, str):
         return [value] * n
+    if not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be a string, None, or a list of one per input, not {value!r}")
     values = list(value)
     if len(values) != n:
-        raise ValueError(f"{name} has {len(values)} entries for {n} segments")
+        raise ValueError(f"{name} has {len(values)} entries for {n} {inputs}")
     return values

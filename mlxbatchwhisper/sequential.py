@@ -128,14 +128,15 @@ class SequentialTranscriber:
         self.model, self.tokenizer, self.decoding, self.fallback = model, tokenizer, decoding, fallback
         self.options, self.words, self.best_of, self.seed = options, words, best_of, seed
 
-    def run(self, audios: dict[object, np.ndarray], language: str | None, prompt: tuple[int, ...], batch_size: int
-            ) -> Iterator[tuple[object, dict]]:
-        """Yield (key, openai-whisper's result dict: text, segments, language) as each recording ends."""
+    def run(self, audios: dict[object, np.ndarray], languages: dict[object, str | None],
+            prompts: dict[object, tuple[int, ...]], batch_size: int) -> Iterator[tuple[object, dict]]:
+        """Yield (key, openai-whisper's result dict: text, segments, language) as each recording ends;
+        each recording has its language (None: detected from its first 30 s) and initial prompt tokens."""
         streams = []
         for key, audio in audios.items():
             mel = file_log_mel(audio, self.model.dims.n_mels)
             frames = mel.shape[0] - N_FRAMES
-            streams.append(_Stream(key, mel, frames, self.options.clips(frames), list(prompt), language))
+            streams.append(_Stream(key, mel, frames, self.options.clips(frames), list(prompts[key]), languages[key]))
         self._detect([s for s in streams if s.language is None])
         while streams:
             windows = []

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections import Counter
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,29 +160,66 @@ SUBTITLES = ("srt", "vtt")  # the writers that take SubtitleOptions
 
 
 def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """A distinct transcript name per input: its file stem, numbered ("talk-2") where stems repeat."""
-    seen: Counter = Counter()
+    """A distinct transcript name per input: its file stem, numbered ("talk-2") where stems repeat.
+
+    A number is never one that another input's own stem already holds (a/x, b/x, c/x-2 give x,
+    x-3, x-2), and names are compared without case, as macOS and Windows file systems do.
+    """
+    stems = [Path(p).stem for p in paths]
+    taken = {stem.casefold() for stem in stems}
+    first: set[str] = set()
     names = []
-    for p in paths:
-        stem = Path(p).stem
-        seen[stem] += 1
-        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    for stem in stems:
+        if stem.casefold() not in first:
+            first.add(stem.casefold())
+            names.append(stem)
+            continue
+        k = 2
+        while f"{stem}-{k}".casefold() in taken:
+            k += 1
+        taken.add(f"{stem}-{k}".casefold())
+        names.append(f"{stem}-{k}")
     return names
 
 
-def write_result(result: dict, name: str, output_dir: str | os.PathLike, fmt: str = "all",
-                 subtitles: SubtitleOptions = SubtitleOptions()) -> list[Path]:
-    """Write `result` as <output_dir>/<name>.<fmt> (every format for "all"); return the paths."""
+def output_paths(name: str, output_dir: str | os.PathLike, fmt: str = "all") -> list[Path]:
+    """Where `write_result` writes <name>.<fmt> (every format for "all")."""
     formats = FORMATS if fmt == "all" else (fmt,)
     unknown = [f for f in formats if f not in WRITERS]
     if unknown:
         raise ValueError(f"unknown output format {unknown[0]!r}; choose from {', '.join(FORMATS)} or all")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    return [Path(output_dir) / f"{name}.{f}" for f in formats]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it there: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a transcript gets the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_result(result: dict, name: str, output_dir: str | os.PathLike, fmt: str = "all",
+                 overwrite: bool = True, subtitles: SubtitleOptions = SubtitleOptions()) -> list[Path]:
+    """Write `result` as <output_dir>/<name>.<fmt> (every format for "all"), each file atomically;
+    return the paths written (without `overwrite`, files that exist are kept and not returned)."""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
     paths = []
-    for f in formats:
-        path = out / f"{name}.{f}"
-        text = WRITERS[f](result, subtitles) if f in SUBTITLES else WRITERS[f](result)
-        path.write_text(text, encoding="utf-8")
-        paths.append(path)
+    for path in output_paths(name, output_dir, fmt):
+        if overwrite or not path.exists():
+            f = path.suffix[1:]
+            write_atomic(path, WRITERS[f](result, subtitles) if f in SUBTITLES else WRITERS[f](result))
+            paths.append(path)
     return paths

@@ -120,7 +120,7 @@ def test_missing_config_and_unknown_layout(tmp_path, hf_random):
 def test_wrong_shapes_are_listed(tmp_path):
     path = write_mlx_layout("tiny.en", tmp_path / "mlx")
     config = json.loads((path / "config.json").read_text())
-    config["n_text_state"] = 512
+    config["n_text_state"], config["n_text_head"] = 512, 8  # heads must divide the width
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"decoder\.token_embedding\.weight: checkpoint \(51864, 384\), model \(51864, 512\)"):
         load_model(path)

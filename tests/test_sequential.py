@@ -40,7 +40,8 @@ def ours(name: str, files: list[str], batch_size: int = 8, words: bool = False, 
     transcriber = SequentialTranscriber(m.model, m.tokenizer, decoding, fallback, SequentialOptions(clip_timestamps=clips),
                                         WordAligner(m.model, m.tokenizer, "transcribe") if words else None, **extra)
     language = None if m.tokenizer.multilingual else "en"
-    return dict(transcriber.run({f: audio(f) for f in files}, language, (), batch_size))
+    return dict(transcriber.run({f: audio(f) for f in files}, dict.fromkeys(files, language), dict.fromkeys(files, ()),
+                                batch_size))
 
 
 def theirs(name: str, file: str, **options) -> dict:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from ..tokenizer import Tokenizer
 from ..vad import VadOptions
 from ..words import WordOptions
 from ..writers import FORMATS, SubtitleOptions
+from . import sigterm_unwinds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("chunk_size", type=float, default=30, help="longest window, seconds (at most 30)")
     add("output_dir", "-o", default=".", help="where to write the transcripts")
     add("output_format", "-f", choices=[*FORMATS, "all"], default="all", help="transcript format, or all of them")
+    add("overwrite", action="store_true", help="replace existing transcripts (default: an input whose transcripts "
+        "all exist is skipped, so an interrupted run can be continued)")
     add("verbose", type=_bool, nargs="?", const=True, default=False, help="print each file's segments when done")
     add("print_progress", type=_bool, nargs="?", const=True, default=False, help="the same as --verbose")
     add("dtype", choices=["float32", "float16", "bfloat16"], default=None, help="weights' type (default: from --fp16)")
@@ -199,56 +204,140 @@ def _optional_int(text: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Transcribe files; exit status 0 if all were transcribed, 1 if some failed, 2 on bad options."""
+    """Transcribe files; exit status 0 if all were transcribed, 1 if some failed, 2 on bad options or
+    output paths, 130 when interrupted (Ctrl-C or SIGTERM; transcripts written so far are kept)."""
     args = parse_args(argv)
-    from tqdm import tqdm
-
-    from ..runtime import set_blas_threads
-
-    if args.threads:
-        set_blas_threads(args.threads)
-
-    from ..checkpoints import CheckpointError
-    from ..pipeline import BatchedWhisper
-    from ..writers import output_names, write_result
-
+    run = _Run(args)
     try:
-        model = BatchedWhisper.from_pretrained(args.model, dtype=args.dtype)
-    except (FileNotFoundError, CheckpointError, ValueError) as e:
-        print(f"mlxbatchwhisper: error: {e}", file=sys.stderr)
-        return 2
-    options = transcribe_options(args, model.tokenizer)
-    total = sum(_duration(f) for f in args.files)
-    names = output_names(args.files)
-    failed, start = [], time.perf_counter()
-    with tqdm(total=round(total, 1), unit="s", unit_scale=True, desc="audio", dynamic_ncols=True) as bar:
+        with sigterm_unwinds():
+            return run.main()
+    except KeyboardInterrupt:
+        run.close()
+        print(f"mlxbatchwhisper: interrupted: {run.completed}/{len(args.files)} files completed, transcripts in "
+              f"{Path(args.output_dir).resolve()} (run again to continue: existing transcripts are kept)",
+              file=sys.stderr)
+        return 130
+
+
+class _Run:
+    """One command: checks the output paths, loads the model, transcribes, writes and reports."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.completed, self.bar = args, 0, None
+
+    def main(self) -> int:
+        from ..checkpoints import CheckpointError
+        from ..decoding import ModelOutputError
+        from ..pipeline import BatchedWhisper
+        from ..writers import output_names, output_paths
+
+        args = self.args
+        names = output_names(args.files)
+        try:
+            planned = [output_paths(name, args.output_dir, args.output_format) for name in names]
+            _check_output(Path(args.output_dir), [p for paths in planned for p in paths])
+        except (OSError, ValueError) as e:
+            return _error(e)
+        todo = [i for i, paths in enumerate(planned) if args.overwrite or not all(p.exists() for p in paths)]
+        skipped = sorted(set(range(len(args.files))) - set(todo))
+        for i in skipped:
+            self.completed += 1
+            self.say(f"{args.files[i]}: skipped, its transcripts exist (--overwrite to replace them)")
+        if not todo:
+            return 0
+        if args.threads:
+            from ..runtime import set_blas_threads
+
+            set_blas_threads(args.threads)
+        try:
+            model = BatchedWhisper.from_pretrained(args.model, dtype=args.dtype)
+        except (FileNotFoundError, CheckpointError, ValueError) as e:
+            return _error(e)
+        try:
+            failed, total, wall = self.transcribe(model, todo, names)
+        except ValueError as e:  # options the decoder refuses
+            return _error(e)
+        except (ModelOutputError, OSError) as e:  # a broken model, or a disk that filled up
+            return _error(e, 1)
+        self.say(f"transcribed {self.completed - len(skipped)}/{len(todo)} files, {total:.1f} s of audio in "
+                 f"{wall:.1f} s (RTF {total / max(wall, 1e-9):.1f}x, batch size {args.batch_size}, model {args.model})"
+                 + (f"; {len(skipped)} skipped" if skipped else ""))
+        return 0 if not failed else 1
+
+    def transcribe(self, model, todo: list[int], names: list[str]) -> tuple[list[str], float, float]:
+        """Transcribe the inputs `todo` and write their transcripts; return the failed paths, audio seconds and wall time."""
+        from tqdm import tqdm
+
+        from ..writers import write_result
+
+        args = self.args
+        options = transcribe_options(args, model.tokenizer)
+        files = [args.files[i] for i in todo]
+        total = sum(_duration(f) for f in files)
+        failed, start = [], time.perf_counter()
+        self.bar = tqdm(total=round(total, 1), unit="s", unit_scale=True, desc="audio", dynamic_ncols=True)
+        bar = self.bar
+
         def progress(seconds: float) -> None:
             bar.update(max(0.0, min(round(seconds, 1), bar.total - bar.n)))  # headers may round differently
             bar.set_postfix_str(f"RTF {bar.n / max(time.perf_counter() - start, 1e-9):.1f}x")
 
+        results = model.transcribe_audio_iter(
+            files, batch_size=args.batch_size, vad=args.vad, chunk_size=args.chunk_size, language=args.language,
+            task=args.task, progress=progress, on_error="yield", **options)
+        for k, result in results:
+            path = files[k]
+            if isinstance(result, Exception):
+                failed.append(path)
+                tqdm.write(f"{path}: failed: {result}", file=sys.stderr)
+                continue
+            written = write_result(result, names[todo[k]], args.output_dir, args.output_format, args.overwrite,
+                                   args.subtitles)
+            if args.verbose or args.print_progress:
+                print_segments(result)
+            self.completed += 1
+            self.say(f"{path}: {len(result['segments'])} segments, language {result['language']} -> "
+                     f"{', '.join(str(p) for p in written)}")
+        self.close()
+        return failed, total, time.perf_counter() - start
+
+    def say(self, line: str) -> None:
+        """A line on stdout (above the progress bar); once stdout is closed (`| head`), lines are dropped."""
+        from tqdm import tqdm
+
         try:
-            results = model.transcribe_audio_iter(
-                args.files, batch_size=args.batch_size, vad=args.vad, chunk_size=args.chunk_size,
-                language=args.language, task=args.task, progress=progress, on_error="yield", **options)
-            for i, result in results:
-                path = args.files[i]
-                if isinstance(result, Exception):
-                    failed.append(path)
-                    tqdm.write(f"{path}: failed: {result}", file=sys.stderr)
-                    continue
-                written = write_result(result, names[i], args.output_dir, args.output_format, args.subtitles)
-                if args.verbose or args.print_progress:
-                    print_segments(result)
-                tqdm.write(f"{path}: {len(result['segments'])} segments, language {result['language']} -> "
-                           f"{', '.join(str(p) for p in written)}")
-        except ValueError as e:  # options the decoder refuses
-            print(f"mlxbatchwhisper: error: {e}", file=sys.stderr)
-            return 2
-    wall = time.perf_counter() - start
-    done = len(args.files) - len(failed)
-    print(f"transcribed {done}/{len(args.files)} files, {total:.1f} s of audio in {wall:.1f} s "
-          f"(RTF {total / max(wall, 1e-9):.1f}x, batch size {args.batch_size}, model {args.model})")
-    return 0 if not failed else 1
+            tqdm.write(line, file=sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away: keep transcribing, stop printing
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+            os.close(devnull)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _error(e: Exception, status: int = 2) -> int:
+    print(f"mlxbatchwhisper: error: {e}", file=sys.stderr)
+    return status
+
+
+def _check_output(out: Path, paths: list[Path]) -> None:
+    """Refuse, before any decoding, an output folder that cannot be written or a transcript path that is a folder."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output-dir {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # read-only, immutable or full folders fail here
+            pass
+    except OSError as e:
+        raise OSError(f"--output-dir {out}: cannot write there ({e.strerror or e})") from e
+    folders = [str(p) for p in paths if p.is_dir()]
+    if folders:
+        raise IsADirectoryError(f"transcript paths exist as directories: {', '.join(folders[:5])}"
+                                f"{' …' if len(folders) > 5 else ''}")
 
 
 def _duration(path: str) -> float:
