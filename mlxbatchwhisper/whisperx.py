@@ -124,10 +124,12 @@ class AsrOptions:
             "without_timestamps": self.without_timestamps,
             "max_initial_timestamp": self.max_initial_timestamp,
             "sample_len": self.max_new_tokens,
-            "word_timestamps": self.word_timestamps,
-            "prepend_punctuations": self.prepend_punctuations,
-            "append_punctuations": self.append_punctuations,
         }
+
+    def word_options(self) -> dict[str, Any]:
+        """The word-timestamp options, as `BatchedWhisper.transcribe_audio` keyword options."""
+        return {"word_timestamps": self.word_timestamps, "prepend_punctuations": self.prepend_punctuations,
+                "append_punctuations": self.append_punctuations}
 
 
 # (option, the only value supported, why)
@@ -230,6 +232,7 @@ class WhisperXPipeline:
             progress=progress if print_progress else None,
             vad_options=self.vad_options,
             **self._decoding,
+            **self.options.word_options(),
         )
         segments = [_segment(s) for s in result["segments"]]
         if verbose:

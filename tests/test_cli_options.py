@@ -13,6 +13,7 @@ from mlxbatchwhisper.cli.transcribe import build_parser, parse_args, print_segme
 from mlxbatchwhisper.pipeline import DEFAULT_TEMPERATURES
 from mlxbatchwhisper.tokenizer import get_tokenizer
 from mlxbatchwhisper.vad import VadOptions
+from mlxbatchwhisper.words import WordOptions
 from reference import DATA, ROOT, manifest
 
 TOKENIZER = get_tokenizer(multilingual=False)
@@ -96,6 +97,12 @@ def test_default_options_are_the_pipelines():
         "no_speech_threshold": 0.6,
         "initial_prompt": None,
         "vad_options": VadOptions(),
+        "mode": "vad",
+        "condition_on_previous_text": True,
+        "clip_timestamps": "0",
+        "word_timestamps": False,
+        "prepend_punctuations": WordOptions.prepend_punctuations,
+        "append_punctuations": WordOptions.append_punctuations,
     }
 
 

@@ -78,7 +78,7 @@ def test_inputs_that_are_not_audio_are_refused_with_a_type_error():
     for bad in (5, None):
         with pytest.raises(TypeError, match="audio_or_paths must be a path, a 1-D float waveform, or a list"):
             model().transcribe_audio(bad)
-    with pytest.raises(TypeError, match="input 1 must be a path or a 1-D float waveform, not int"):
+    with pytest.raises(TypeError, match="input 1 must be a path, a binary file object or a 1-D float waveform, not int"):
         model().transcribe_audio([ONE_SECOND[0], 5])
 
 
