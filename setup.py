@@ -11,7 +11,12 @@ from setuptools import Extension, setup
 compile_args = [] if sys.platform == "win32" else ["-O3", "-ffast-math", "-fopenmp-simd"]
 setup(
     ext_modules=[
-        Extension("mlxbatchwhisper._kernels", ["mlxbatchwhisper/_kernels.c"], extra_compile_args=compile_args,
-                  libraries=[] if sys.platform == "win32" else ["m"], optional=True)
+        Extension(
+            "mlxbatchwhisper._kernels",
+            ["mlxbatchwhisper/_kernels.c"],
+            extra_compile_args=compile_args,
+            libraries=[] if sys.platform == "win32" else ["m"],
+            optional=True,
+        )
     ]
 )

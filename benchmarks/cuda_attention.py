@@ -8,9 +8,9 @@ Usage: python benchmarks/cuda_attention.py
 
 import time
 
-import mlxbatchwhisper  # noqa: F401  (runtime set-up first)
 import mlx.core as mx
 
+import mlxbatchwhisper  # noqa: F401  (runtime set-up first)
 from mlxbatchwhisper import kernels
 
 
@@ -27,8 +27,10 @@ def best_ms(fn, n: int = 30) -> float:
 def main() -> None:
     for dtype in (mx.float16, mx.bfloat16, mx.float32):
         for batch, heads in ((1, 20), (16, 6), (32, 20), (64, 20)):
-            q, k, v = (mx.random.normal(s).astype(dtype) for s in
-                       ((batch, heads, 1, 64), (batch, heads, 1500, 64), (batch, heads, 1500, 64)))
+            q, k, v = (
+                mx.random.normal(s).astype(dtype)
+                for s in ((batch, heads, 1, 64), (batch, heads, 1500, 64), (batch, heads, 1500, 64))
+            )
             mx.eval(q, k, v)
             ref = mx.fast.scaled_dot_product_attention(*(a.astype(mx.float32) for a in (q, k, v)), scale=0.125)
             ours = kernels._attend_one_cuda(q, k, v)
@@ -36,8 +38,11 @@ def main() -> None:
             t_mlx = best_ms(lambda: mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125))
             t_ours = best_ms(lambda: kernels._attend_one_cuda(q, k, v))
             gb = 2 * k.nbytes / 1e9
-            print(f"{dtype} B={batch} H={heads} max err {err:.2e}  mlx sdpa {t_mlx:.3f} ms ({gb / t_mlx:.2f} TB/s)"
-                  f"  ours {t_ours:.3f} ms ({gb / t_ours:.2f} TB/s)", flush=True)
+            print(
+                f"{dtype} B={batch} H={heads} max err {err:.2e}  mlx sdpa {t_mlx:.3f} ms ({gb / t_mlx:.2f} TB/s)"
+                f"  ours {t_ours:.3f} ms ({gb / t_ours:.2f} TB/s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -51,9 +51,16 @@ def run(files: list[str], model: str, workers: int, threads: int, files_per_batc
         else:
             after_first += seconds
     end = time.perf_counter()
-    return {"workers": workers, "threads": threads, "files": rows, "errors": errors, "audio_s": round(audio, 1),
-            "wall_s": round(end - start, 2), "rtf": round(audio / (end - start), 2),
-            "steady_rtf": round(after_first / (end - first), 2) if end > first else None}
+    return {
+        "workers": workers,
+        "threads": threads,
+        "files": rows,
+        "errors": errors,
+        "audio_s": round(audio, 1),
+        "wall_s": round(end - start, 2),
+        "rtf": round(audio / (end - start), 2),
+        "steady_rtf": round(after_first / (end - first), 2) if end > first else None,
+    }
 
 
 def main() -> None:
@@ -71,8 +78,11 @@ def main() -> None:
     import ray.data
 
     manifest = json.loads((Path(args.corpus) / "manifest.json").read_text())["files"]
-    english = [str(Path(args.corpus) / e["path"]) for k, e in sorted(manifest.items())
-               if k.startswith("d") and e["language"] == "en"]
+    english = [
+        str(Path(args.corpus) / e["path"])
+        for k, e in sorted(manifest.items())
+        if k.startswith("d") and e["language"] == "en"
+    ]
     files = english * args.copies
     load_before = os.getloadavg()
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -80,16 +90,27 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     results = [run(files, args.model, w, args.threads, args.files_per_batch) for w in args.workers]
     ray.shutdown()
-    report = {"cpu": cpu_model(), "cores": os.cpu_count(), "model": args.model, "files": len(files),
-              "load_average_before": load_before, "load_average_after": os.getloadavg(), "runs": results}
+    report = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "model": args.model,
+        "files": len(files),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "runs": results,
+    }
     base = results[0]
-    print(f"CPU: {report['cpu']} ({report['cores']} cores), model {args.model}, {len(files)} files, "
-          f"load average before/after {load_before[0]:.1f}/{report['load_average_after'][0]:.1f}")
+    print(
+        f"CPU: {report['cpu']} ({report['cores']} cores), model {args.model}, {len(files)} files, "
+        f"load average before/after {load_before[0]:.1f}/{report['load_average_after'][0]:.1f}"
+    )
     print("| workers × threads | files | audio s | wall s | RTF | steady RTF | speed-up (wall) | speed-up (steady) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['workers']} × {r['threads']} | {r['files']} | {r['audio_s']} | {r['wall_s']} | {r['rtf']} | "
-              f"{r['steady_rtf']} | {r['rtf'] / base['rtf']:.2f}× | {r['steady_rtf'] / base['steady_rtf']:.2f}× |")
+        print(
+            f"| {r['workers']} × {r['threads']} | {r['files']} | {r['audio_s']} | {r['wall_s']} | {r['rtf']} | "
+            f"{r['steady_rtf']} | {r['rtf'] / base['rtf']:.2f}× | {r['steady_rtf'] / base['steady_rtf']:.2f}× |"
+        )
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
 

@@ -27,11 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
-
 from mlxbatchwhisper import BatchedWhisper, vad  # noqa: E402
 from mlxbatchwhisper.convert import convert  # noqa: E402
 from mlxbatchwhisper.schedule import plan_windows  # noqa: E402
-from reference import ct2_model_dir, corpus_audio, manifest, openai_model, wer  # noqa: E402
+from reference import corpus_audio, ct2_model_dir, manifest, openai_model, wer  # noqa: E402
 
 FILES = ("long_60s", "long_form")
 
@@ -43,36 +42,52 @@ def runners(name: str, mlx_dir: Path) -> dict:
 
     ours = BatchedWhisper.from_pretrained(name)
     ct2 = str(ct2_model_dir(name))
-    fw = {ct: BatchedInferencePipeline(WhisperModel(ct2, device="cpu", compute_type=ct, cpu_threads=2))
-          for ct in ("float32", "int8")}
+    fw = {
+        ct: BatchedInferencePipeline(WhisperModel(ct2, device="cpu", compute_type=ct, cpu_threads=2))
+        for ct in ("float32", "int8")
+    }
 
     def faux(audio):
         regions, probs = vad.get_speech_timestamps(audio, return_probabilities=True)
         windows = sorted(plan_windows([[(r["start"], r["end"]) for r in regions]], 30, [probs]), key=lambda w: w.start)
-        return " ".join(mlx_whisper.transcribe(audio[int(w.start * 16000):int(w.end * 16000)],
-                                               path_or_hf_repo=str(mlx_dir), fp16=False, language="en")["text"]
-                        for w in windows)
+        return " ".join(
+            mlx_whisper.transcribe(
+                audio[int(w.start * 16000) : int(w.end * 16000)],
+                path_or_hf_repo=str(mlx_dir),
+                fp16=False,
+                language="en",
+            )["text"]
+            for w in windows
+        )
 
     def fw_run(compute: str, beam: int):
-        return lambda a: " ".join(s.text for s in fw[compute].transcribe(a, batch_size=16, language="en",
-                                                                          beam_size=beam)[0])
+        return lambda a: " ".join(
+            s.text for s in fw[compute].transcribe(a, batch_size=16, language="en", beam_size=beam)[0]
+        )
 
     def ours_run(beam: int | None, without_timestamps: bool = False):
-        return lambda a: " ".join(s["text"] for s in ours.transcribe_audio(
-            a, batch_size=16, language="en", beam_size=beam, without_timestamps=without_timestamps)[0]["segments"])
+        return lambda a: " ".join(
+            s["text"]
+            for s in ours.transcribe_audio(
+                a, batch_size=16, language="en", beam_size=beam, without_timestamps=without_timestamps
+            )[0]["segments"]
+        )
 
     return {
         "mlxbatchwhisper VAD + batch 16": ours_run(None),
         "mlxbatchwhisper VAD + batch 16, no timestamps": ours_run(None, True),
         "mlxbatchwhisper VAD + batch 16, beam 5": ours_run(5),
         "mlx-whisper transcribe (sequential)": lambda a: mlx_whisper.transcribe(
-            a, path_or_hf_repo=str(mlx_dir), fp16=False, language="en")["text"],
+            a, path_or_hf_repo=str(mlx_dir), fp16=False, language="en"
+        )["text"],
         "faux batching (our VAD, mlx-whisper one by one)": faux,
         "faster-whisper batched 16 float32": fw_run("float32", 1),
         "faster-whisper batched 16 float32, beam 5": fw_run("float32", 5),
         "faster-whisper batched 16 int8": fw_run("int8", 1),
         "faster-whisper batched 16 int8, beam 5": fw_run("int8", 5),
-        "openai-whisper transcribe": lambda a: whisper.transcribe(openai_model(name), a, fp16=False, language="en")["text"],
+        "openai-whisper transcribe": lambda a: whisper.transcribe(openai_model(name), a, fp16=False, language="en")[
+            "text"
+        ],
     }
 
 
@@ -94,8 +109,16 @@ def main() -> None:
                     start = time.perf_counter()
                     text = run(audio)
                     wall = time.perf_counter() - start
-                    rows.append({"model": name, "impl": label, "file": f, "rtf": len(audio) / 16000 / wall,
-                                 "wall_s": wall, "wer": wer([manifest()[f]["text"]], [text])})
+                    rows.append(
+                        {
+                            "model": name,
+                            "impl": label,
+                            "file": f,
+                            "rtf": len(audio) / 16000 / wall,
+                            "wall_s": wall,
+                            "wer": wer([manifest()[f]["text"]], [text]),
+                        }
+                    )
                     r = rows[-1]
                     print(f"{name:8s} {f:10s} {label:48s} RTF {r['rtf']:6.1f}  WER {100 * r['wer']:5.1f}%", flush=True)
         by = {(r["impl"], r["file"]): r for r in rows if r["model"] == name}
@@ -104,10 +127,13 @@ def main() -> None:
             beam = by[("mlxbatchwhisper VAD + batch 16, beam 5", f)]["rtf"]
             plain = by[("mlxbatchwhisper VAD + batch 16, no timestamps", f)]["rtf"]
             fw = by[("faster-whisper batched 16 float32", f)]["rtf"]
-            print(f"  {f}: ours / faux batching {ours / by[('faux batching (our VAD, mlx-whisper one by one)', f)]['rtf']:.2f}x"
-                  f" (target >= 4); / faster-whisper float32 batched (greedy, no timestamps): ours without"
-                  f" timestamps {plain / fw:.2f}x, with {ours / fw:.2f}x; beam 5 "
-                  f"{beam / by[('faster-whisper batched 16 float32, beam 5', f)]['rtf']:.2f}x (target >= 1)")
+            print(
+                f"  {f}: ours / faux batching "
+                f"{ours / by[('faux batching (our VAD, mlx-whisper one by one)', f)]['rtf']:.2f}x"
+                f" (target >= 4); / faster-whisper float32 batched (greedy, no timestamps): ours without"
+                f" timestamps {plain / fw:.2f}x, with {ours / fw:.2f}x; beam 5 "
+                f"{beam / by[('faster-whisper batched 16 float32, beam 5', f)]['rtf']:.2f}x (target >= 1)"
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
+import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
 from mlxbatchwhisper import load_model  # noqa: E402
 from mlxbatchwhisper.audio import N_SAMPLES, log_mel_spectrogram  # noqa: E402
 from mlxbatchwhisper.tokenizer import get_tokenizer  # noqa: E402
@@ -62,8 +62,10 @@ def model_parity(name: str, torch) -> dict:
     ours, ref = load_model(name), openai_model(name)
     tok = get_tokenizer(ours.is_multilingual, ours.num_languages)
     rows = {}
-    for label, audio, text in (("d01", corpus_audio("d01"), manifest()["d01"]["text"]),
-                               ("pyannote", pyannote_sample()[:N_SAMPLES], "Hello? Hello? Oh, hello.")):
+    for label, audio, text in (
+        ("d01", corpus_audio("d01"), manifest()["d01"]["text"]),
+        ("pyannote", pyannote_sample()[:N_SAMPLES], "Hello? Hello? Oh, hello."),
+    ):
         mel, _ = log_mel_spectrogram([audio], ours.dims.n_mels)
         tokens = list(tok.sot_sequence("en")) + [tok.no_timestamps] + tok.encode(" " + text)
         feats = ours.embed_audio(mel)
@@ -121,9 +123,12 @@ def main() -> None:
     print(f"log-mel max abs diff (fp32, every corpus file + pyannote, 30 s windows): {mel_parity(torch, whisper):.2e}")
     for name in args.models:
         for label, row in model_parity(name, torch).items():
-            print(f"{name:8s} {label:9s} encoder diff {row['encoder_max_abs_diff']:.2e} (scale {row['encoder_scale']:.1f})"
-                  f"  logits diff {row['logits_max_abs_diff']:.2e} (scale {row['logits_scale']:.1f},"
-                  f" ratio {row['logits_diff_over_scale']:.1e})  argmax agreement {row['argmax_agreement']:.3f}")
+            print(
+                f"{name:8s} {label:9s} encoder diff {row['encoder_max_abs_diff']:.2e} "
+                f"(scale {row['encoder_scale']:.1f})"
+                f"  logits diff {row['logits_max_abs_diff']:.2e} (scale {row['logits_scale']:.1f},"
+                f" ratio {row['logits_diff_over_scale']:.1e})  argmax agreement {row['argmax_agreement']:.3f}"
+            )
     for vocab, row in tokenizer_parity().items():
         print(f"tokenizer {vocab:12s} {row}")
     blas = blas_speedup()

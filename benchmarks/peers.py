@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS before anything imports mlx)
 import numpy as np  # noqa: E402
 
+import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS before anything imports mlx)
 from mlxbatchwhisper import BatchedWhisper  # noqa: E402
 from mlxbatchwhisper.convert import convert  # noqa: E402
-from reference import ct2_model_dir, corpus_audio, manifest, normalize, openai_model, segment_names, wer  # noqa: E402
+from reference import corpus_audio, ct2_model_dir, manifest, normalize, openai_model, segment_names, wer  # noqa: E402
 
 SR = 16000
 
@@ -55,9 +55,17 @@ def mlx_whisper_loop(mlx_dir: Path):
     import mlx_whisper
 
     def run(audios):
-        return [mlx_whisper.transcribe(a, path_or_hf_repo=str(mlx_dir), temperature=0.0, fp16=False,
-                                       language="en", condition_on_previous_text=False)["text"].strip()
-                for a in audios]
+        return [
+            mlx_whisper.transcribe(
+                a,
+                path_or_hf_repo=str(mlx_dir),
+                temperature=0.0,
+                fp16=False,
+                language="en",
+                condition_on_previous_text=False,
+            )["text"].strip()
+            for a in audios
+        ]
 
     return run
 
@@ -79,7 +87,8 @@ def faster_whisper(ct2_dir: Path, compute_type: str, batched: bool):
             clips.append({"start": start, "end": start + len(a) / SR})
             start += len(a) / SR + 1.0
         segments, _ = BatchedInferencePipeline(model).transcribe(
-            joined, batch_size=16, clip_timestamps=clips, vad_filter=False, without_timestamps=True, **options)
+            joined, batch_size=16, clip_timestamps=clips, vad_filter=False, without_timestamps=True, **options
+        )
         texts = [[] for _ in audios]
         for s in segments:
             texts[max(i for i, c in enumerate(clips) if c["start"] <= s.start + 0.01)].append(s.text.strip())
@@ -130,12 +139,23 @@ def compare(name: str) -> list[dict]:
             texts, wall = timed(lambda: run(audios))
             reference = reference or texts
             same = sum(normalize(a) == normalize(b) for a, b in zip(texts, reference))
-            rows.append({"model": name, "impl": label, "wall_s": wall, "rtf": seconds / wall,
-                         "agreement": 1 - wer(reference, texts), "exact": f"{same}/{len(texts)}",
-                         "wer": wer(refs, texts)})
+            rows.append(
+                {
+                    "model": name,
+                    "impl": label,
+                    "wall_s": wall,
+                    "rtf": seconds / wall,
+                    "agreement": 1 - wer(reference, texts),
+                    "exact": f"{same}/{len(texts)}",
+                    "wer": wer(refs, texts),
+                }
+            )
             r = rows[-1]
-            print(f"{name:8s} {label:38s} {r['wall_s']:7.2f} s  RTF {r['rtf']:6.1f}  agreement {r['agreement']:.3f}"
-                  f"  exact {r['exact']:>5s}  WER {r['wer']:.3f}", flush=True)
+            print(
+                f"{name:8s} {label:38s} {r['wall_s']:7.2f} s  RTF {r['rtf']:6.1f}  agreement {r['agreement']:.3f}"
+                f"  exact {r['exact']:>5s}  WER {r['wer']:.3f}",
+                flush=True,
+            )
     return rows
 
 
@@ -144,8 +164,10 @@ def ratios(rows: list[dict]) -> None:
     ours16 = by["mlxbatchwhisper batch 16"]
     print(f"  batch 16 / batch 1: {ours16 / by['mlxbatchwhisper batch 1']:.2f}x (target >= 4)")
     print(f"  batch 16 / mlx-whisper one by one: {ours16 / by['mlx-whisper, one by one']:.2f}x (target >= 4)")
-    print(f"  batch 16 / faster-whisper float32 batched: {ours16 / by['faster-whisper float32 batched 16']:.2f}x"
-          f" (target >= 1.0); / int8 batched: {ours16 / by['faster-whisper int8 batched 16']:.2f}x")
+    print(
+        f"  batch 16 / faster-whisper float32 batched: {ours16 / by['faster-whisper float32 batched 16']:.2f}x"
+        f" (target >= 1.0); / int8 batched: {ours16 / by['faster-whisper int8 batched 16']:.2f}x"
+    )
 
 
 def main() -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 
+import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
 from mlxbatchwhisper import BatchedWhisper, load_model  # noqa: E402
 from mlxbatchwhisper.convert import convert  # noqa: E402
 from reference import corpus_audio, manifest, segment_names, wer  # noqa: E402
@@ -65,11 +65,23 @@ def report(name: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for label, dtype, quantize, bits, group, recipe in VARIANTS:
             out = Path(tmp) / label.replace(" ", "_")
-            done = convert(name, out, dtype=dtype, quantize=quantize, bits=bits or 4, group_size=group or 64,
-                           recipe=recipe or "default")
+            done = convert(
+                name,
+                out,
+                dtype=dtype,
+                quantize=quantize,
+                bits=bits or 4,
+                group_size=group or 64,
+                recipe=recipe or "default",
+            )
             model = BatchedWhisper.from_pretrained(out, dtype="float32")
             model.transcribe(audios[:1], temperature=0.0, language="en")  # warm-up
-            row = {"model": name, "variant": label, "disk_mb": done.bytes_on_disk / 2**20, "weights_mb": weights_mb(out, dtype)}
+            row = {
+                "model": name,
+                "variant": label,
+                "disk_mb": done.bytes_on_disk / 2**20,
+                "weights_mb": weights_mb(out, dtype),
+            }
             for batch in (1, 16):
                 texts, wall, peak = run(model, audios, batch)
                 row[f"rtf_b{batch}"], row[f"peak_mb_b{batch}"] = seconds / wall, peak
@@ -83,14 +95,18 @@ def report(name: str) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| model | variant | disk MiB | % of fp16 | weights in memory (native) MiB | RTF b1 | RTF b16 |"
-            " peak MLX MiB b16 | WER | agreement with fp32 |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| model | variant | disk MiB | % of fp16 | weights in memory (native) MiB | RTF b1 | RTF b16 |"
+        " peak MLX MiB b16 | WER | agreement with fp32 |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for r in rows:
         fp16 = next(x["disk_mb"] for x in rows if x["model"] == r["model"] and x["variant"] == "fp16")
-        lines.append(f"| {r['model']} | {r['variant']} | {r['disk_mb']:.1f} | {100 * r['disk_mb'] / fp16:.0f}% |"
-                     f" {r['weights_mb']:.1f} | {r['rtf_b1']:.1f} | {r['rtf_b16']:.1f} | {r['peak_mb_b16']:.0f} |"
-                     f" {100 * r['wer']:.1f}% | {100 * r['agreement']:.1f}% |")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['disk_mb']:.1f} | {100 * r['disk_mb'] / fp16:.0f}% |"
+            f" {r['weights_mb']:.1f} | {r['rtf_b1']:.1f} | {r['rtf_b16']:.1f} | {r['peak_mb_b16']:.0f} |"
+            f" {100 * r['wer']:.1f}% | {100 * r['agreement']:.1f}% |"
+        )
     return head + "\n".join(lines) + "\n"
 
 

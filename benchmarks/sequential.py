@@ -24,7 +24,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
-
 from mlxbatchwhisper import BatchedWhisper  # noqa: E402
 from mlxbatchwhisper.convert import convert  # noqa: E402
 from mlxbatchwhisper.sequential import SequentialOptions, SequentialTranscriber  # noqa: E402
@@ -60,10 +59,12 @@ def main() -> None:
             "mlxbatchwhisper sequential, 17 files batched": lambda: ours(16),
             "mlxbatchwhisper sequential, one file at a time": lambda: ours(1),
             "openai-whisper transcribe, one file at a time": lambda: {
-                n: whisper.transcribe(ref, torch.from_numpy(a), fp16=False, language="en") for n, a in audios.items()},
+                n: whisper.transcribe(ref, torch.from_numpy(a), fp16=False, language="en") for n, a in audios.items()
+            },
             "mlx-whisper transcribe, one file at a time": lambda: {
                 n: mlx_whisper.transcribe(a, path_or_hf_repo=str(Path(tmp) / "mlx"), fp16=False, language="en")
-                for n, a in audios.items()},
+                for n, a in audios.items()
+            },
         }
         ours(16)  # warm-up
         rows, outputs = [], {}
@@ -75,13 +76,20 @@ def main() -> None:
     reference = outputs["openai-whisper transcribe, one file at a time"]
     for r in rows:
         out = outputs[r["impl"]]
-        same = sum([s["tokens"] for s in out[n]["segments"]] == [s["tokens"] for s in reference[n]["segments"]]
-                   for n in names)
+        same = sum(
+            [s["tokens"] for s in out[n]["segments"]] == [s["tokens"] for s in reference[n]["segments"]] for n in names
+        )
         r["identical_files"] = f"{same}/{len(names)}"
-        print(f"{r['impl']:48s} {r['wall_s']:7.1f} s  RTF {r['rtf']:6.1f}  token-identical to openai-whisper "
-              f"{r['identical_files']}", flush=True)
-    print(f"{len(names)} files, {seconds:.0f} s of audio, model {args.model}; batched / one at a time: "
-          f"{rows[1]['wall_s'] / rows[0]['wall_s']:.2f}x; batched / openai-whisper: {rows[2]['wall_s'] / rows[0]['wall_s']:.2f}x")
+        print(
+            f"{r['impl']:48s} {r['wall_s']:7.1f} s  RTF {r['rtf']:6.1f}  token-identical to openai-whisper "
+            f"{r['identical_files']}",
+            flush=True,
+        )
+    print(
+        f"{len(names)} files, {seconds:.0f} s of audio, model {args.model}; batched / one at a time: "
+        f"{rows[1]['wall_s'] / rows[0]['wall_s']:.2f}x; "
+        f"batched / openai-whisper: {rows[2]['wall_s'] / rows[0]['wall_s']:.2f}x"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

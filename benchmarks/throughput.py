@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
+import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
 from mlxbatchwhisper import BatchedWhisper  # noqa: E402
 from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
 from mlxbatchwhisper.heads import heads_for_name  # noqa: E402
@@ -72,9 +72,20 @@ def real_weights(args) -> list[dict]:
         for b in args.batch_sizes:
             results, wall, peak = timed(lambda: model.transcribe(audios, batch_size=b, temperature=0.0))
             tokens = sum(len(r.tokens) for r in results)
-            rows.append({"model": name, "dtype": args.dtype, "batch": b, "segments": len(audios),
-                         "segments_per_s": len(audios) / wall, "tokens_per_s": tokens / wall, "rtf": seconds / wall,
-                         "wall_s": wall, "peak_mlx_mb": peak, "peak_rss_mb": peak_rss_mb()})
+            rows.append(
+                {
+                    "model": name,
+                    "dtype": args.dtype,
+                    "batch": b,
+                    "segments": len(audios),
+                    "segments_per_s": len(audios) / wall,
+                    "tokens_per_s": tokens / wall,
+                    "rtf": seconds / wall,
+                    "wall_s": wall,
+                    "peak_mlx_mb": peak,
+                    "peak_rss_mb": peak_rss_mb(),
+                }
+            )
             print_row(rows[-1])
     return rows
 
@@ -94,30 +105,54 @@ def random_weights(args) -> list[dict]:
             word = re.compile(rb"^ [A-Za-z]+$")
             encoding = ours.tokenizer.encoding
             suppress += [t for t in range(eot) if not word.match(encoding.decode_single_token_bytes(t))]
-        options = dict(temperature=0.0, language="en", without_timestamps=True, suppress_tokens=suppress,
-                       sample_len=args.steps, beam_size=args.beam_size)
+        options = dict(
+            temperature=0.0,
+            language="en",
+            without_timestamps=True,
+            suppress_tokens=suppress,
+            sample_len=args.steps,
+            beam_size=args.beam_size,
+        )
         for b in args.batch_sizes:
             windows = [rng.normal(0, 0.1, 480000).astype(np.float32) for _ in range(b * args.batches)]
             ours.transcribe(windows[:b], batch_size=b, **options)  # warm-up at this shape
             results, wall, peak = timed(lambda: ours.transcribe(windows, batch_size=b, **options))
             assert all(len(r.tokens) == args.steps for r in results)
             impl = "mlxbatchwhisper" + (f" beam {args.beam_size}" if args.beam_size else "")
-            rows.append({"impl": impl, "model": name, "dtype": args.dtype, "batch": b,
-                         "windows_per_s": len(windows) / wall, "tokens_per_s": len(windows) * args.steps / wall,
-                         "wall_s": wall, "peak_mb": peak})
+            rows.append(
+                {
+                    "impl": impl,
+                    "model": name,
+                    "dtype": args.dtype,
+                    "batch": b,
+                    "windows_per_s": len(windows) / wall,
+                    "tokens_per_s": len(windows) * args.steps / wall,
+                    "wall_s": wall,
+                    "peak_mb": peak,
+                }
+            )
             print_row(rows[-1])
             if args.word_timestamps:  # the same windows again, each aligned word by word after decoding
                 ours.transcribe(windows[:b], batch_size=b, word_timestamps=True, **options)
                 _, timed_wall, timed_peak = timed(
-                    lambda: ours.transcribe(windows, batch_size=b, word_timestamps=True, **options))
-                rows.append({**rows[-1], "impl": impl + " + words", "windows_per_s": len(windows) / timed_wall,
-                             "tokens_per_s": len(windows) * args.steps / timed_wall, "wall_s": timed_wall,
-                             "peak_mb": timed_peak, "words_share": 1 - wall / timed_wall})
+                    lambda: ours.transcribe(windows, batch_size=b, word_timestamps=True, **options)
+                )
+                rows.append(
+                    {
+                        **rows[-1],
+                        "impl": impl + " + words",
+                        "windows_per_s": len(windows) / timed_wall,
+                        "tokens_per_s": len(windows) * args.steps / timed_wall,
+                        "wall_s": timed_wall,
+                        "peak_mb": timed_peak,
+                        "words_share": 1 - wall / timed_wall,
+                    }
+                )
                 print_row(rows[-1])
             if args.transformers:
                 rows.append(transformers_generate(name, dims, b, args))
                 print_row(rows[-1])
-        del model, ours
+        model = ours = None  # freed before the next model
         mx.clear_cache()
     return rows
 
@@ -132,11 +167,17 @@ def transformers_generate(name: str, dims: ModelDimensions, b: int, args) -> dic
         transformers_generate.models.clear()
         torch.cuda.empty_cache()
         config = WhisperConfig(
-            vocab_size=dims.n_vocab, num_mel_bins=dims.n_mels, d_model=dims.n_audio_state,
-            encoder_layers=dims.n_audio_layer, decoder_layers=dims.n_text_layer,
-            encoder_attention_heads=dims.n_audio_head, decoder_attention_heads=dims.n_text_head,
-            encoder_ffn_dim=4 * dims.n_audio_state, decoder_ffn_dim=4 * dims.n_text_state,
-            max_source_positions=dims.n_audio_ctx, max_target_positions=dims.n_text_ctx,
+            vocab_size=dims.n_vocab,
+            num_mel_bins=dims.n_mels,
+            d_model=dims.n_audio_state,
+            encoder_layers=dims.n_audio_layer,
+            decoder_layers=dims.n_text_layer,
+            encoder_attention_heads=dims.n_audio_head,
+            decoder_attention_heads=dims.n_text_head,
+            encoder_ffn_dim=4 * dims.n_audio_state,
+            decoder_ffn_dim=4 * dims.n_text_state,
+            max_source_positions=dims.n_audio_ctx,
+            max_target_positions=dims.n_text_ctx,
         )
         torch.manual_seed(0)
         transformers_generate.models[name] = WhisperForConditionalGeneration(config).half().cuda().eval()
@@ -145,9 +186,15 @@ def transformers_generate(name: str, dims: ModelDimensions, b: int, args) -> dic
 
     def run(features):
         with torch.no_grad():
-            return GenerationMixin.generate(model, input_features=features, decoder_input_ids=prompt,
-                                            max_new_tokens=args.steps, min_new_tokens=args.steps, do_sample=False,
-                                            num_beams=1)
+            return GenerationMixin.generate(
+                model,
+                input_features=features,
+                decoder_input_ids=prompt,
+                max_new_tokens=args.steps,
+                min_new_tokens=args.steps,
+                do_sample=False,
+                num_beams=1,
+            )
 
     release_cached_memory()
     features = [torch.randn(b, dims.n_mels, 3000, device="cuda", dtype=torch.float16) for _ in range(args.batches)]
@@ -161,9 +208,16 @@ def transformers_generate(name: str, dims: ModelDimensions, b: int, args) -> dic
     wall = time.perf_counter() - start
     assert out.shape[1] == 4 + args.steps
     n = b * args.batches
-    return {"impl": "transformers", "model": name, "dtype": "float16", "batch": b, "windows_per_s": n / wall,
-            "tokens_per_s": n * args.steps / wall, "wall_s": wall,
-            "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+    return {
+        "impl": "transformers",
+        "model": name,
+        "dtype": "float16",
+        "batch": b,
+        "windows_per_s": n / wall,
+        "tokens_per_s": n * args.steps / wall,
+        "wall_s": wall,
+        "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+    }
 
 
 def print_row(row: dict) -> None:
@@ -178,8 +232,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeat", type=int, default=2, help="corpus passes (real weights)")
     parser.add_argument("--steps", type=int, default=128, help="tokens per window (random weights)")
-    parser.add_argument("--word-timestamps", action="store_true",
-                        help="random weights: also time each batch with word timestamps (the alignment's share)")
+    parser.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="random weights: also time each batch with word timestamps (the alignment's share)",
+    )
     parser.add_argument("--beam-size", type=int, default=None, help="beam search (random weights; default greedy)")
     parser.add_argument("--batches", type=int, default=2, help="batches per size (random weights)")
     parser.add_argument("--transformers", action="store_true", help="also time transformers' generate (CUDA)")

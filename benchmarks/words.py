@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS before anything imports mlx)
 import numpy as np  # noqa: E402
 
 from mlxbatchwhisper import BatchedWhisper, runtime_info  # noqa: E402
@@ -35,8 +34,9 @@ GREEDY = dict(temperature=0.0, language="en", condition_on_previous_text=False)
 
 def ours(name: str):
     model = BatchedWhisper.from_pretrained(name)
-    return lambda audios, words: model.transcribe(audios, batch_size=16, temperature=0.0, language="en",
-                                                  word_timestamps=words)
+    return lambda audios, words: model.transcribe(
+        audios, batch_size=16, temperature=0.0, language="en", word_timestamps=words
+    )
 
 
 def openai_loop(name: str):
@@ -44,15 +44,18 @@ def openai_loop(name: str):
     import whisper
 
     model = openai_model(name)
-    return lambda audios, words: [whisper.transcribe(model, torch.from_numpy(a), fp16=False, word_timestamps=words,
-                                                     **GREEDY) for a in audios]
+    return lambda audios, words: [
+        whisper.transcribe(model, torch.from_numpy(a), fp16=False, word_timestamps=words, **GREEDY) for a in audios
+    ]
 
 
 def mlx_whisper_loop(path: Path):
     import mlx_whisper
 
-    return lambda audios, words: [mlx_whisper.transcribe(a, path_or_hf_repo=str(path), fp16=False,
-                                                         word_timestamps=words, **GREEDY) for a in audios]
+    return lambda audios, words: [
+        mlx_whisper.transcribe(a, path_or_hf_repo=str(path), fp16=False, word_timestamps=words, **GREEDY)
+        for a in audios
+    ]
 
 
 def faster_whisper(name: str, batched: bool):
@@ -72,7 +75,8 @@ def faster_whisper(name: str, batched: bool):
             clips.append({"start": start, "end": start + len(a) / SR})
             start += len(a) / SR + 1.0
         segments, _ = BatchedInferencePipeline(model).transcribe(
-            joined, batch_size=16, clip_timestamps=clips, vad_filter=False, word_timestamps=words, **options)
+            joined, batch_size=16, clip_timestamps=clips, vad_filter=False, word_timestamps=words, **options
+        )
         return list(segments)
 
     return pipeline if batched else one_by_one
@@ -97,8 +101,10 @@ def main() -> None:
     names = [n for n in segment_names() if manifest()[n]["language"] == "en"]
     audios = [corpus_audio(n) for n in names]
     seconds = sum(len(a) for a in audios) / SR
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     print(f"{len(audios)} segments, {seconds:.0f} s of audio, model {args.model}, CPU {cpu}, {runtime_info()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,16 +124,28 @@ def main() -> None:
             run(audios[:2], True)  # warm-up: loads, compiles, touches memory
             plain = best_of(args.repeats, run, audios, False)
             timed = best_of(args.repeats, run, audios, True)
-            rows.append({"impl": label, "without_s": plain, "with_s": timed, "overhead": timed / plain - 1,
-                         "rtf_with_words": seconds / timed})
-            print(f"{label:40s} without {plain:6.2f} s  with words {timed:6.2f} s  overhead {100 * (timed / plain - 1):+5.1f}%"
-                  f"  RTF with words {seconds / timed:5.1f}", flush=True)
+            rows.append(
+                {
+                    "impl": label,
+                    "without_s": plain,
+                    "with_s": timed,
+                    "overhead": timed / plain - 1,
+                    "rtf_with_words": seconds / timed,
+                }
+            )
+            print(
+                f"{label:40s} without {plain:6.2f} s  with words {timed:6.2f} s  "
+                f"overhead {100 * (timed / plain - 1):+5.1f}%"
+                f"  RTF with words {seconds / timed:5.1f}",
+                flush=True,
+            )
     base = rows[0]["with_s"]
     for r in rows[1:] if rows[0]["impl"].startswith("mlxbatchwhisper") else []:
         print(f"ours with words / {r['impl']} with words: {r['with_s'] / base:.2f}x faster")
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu, "model": args.model, "seconds": seconds, "rows": rows},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps({"cpu": cpu, "model": args.model, "seconds": seconds, "rows": rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ class TokenAlignment:
     probabilities: np.ndarray  # (len(text_tokens),), softmax over text tokens only
 
 
-def align_tokens(model: Whisper, rows: Sequence[AlignmentRow], eot: int,
-                 medfilt_width: int = MEDIAN_FILTER_WIDTH) -> list[TokenAlignment]:
+def align_tokens(
+    model: Whisper, rows: Sequence[AlignmentRow], eot: int, medfilt_width: int = MEDIAN_FILTER_WIDTH
+) -> list[TokenAlignment]:
     """Align every row's text tokens to its audio in one decoder pass; rows without text get empty arrays."""
     todo = [i for i, r in enumerate(rows) if r.text_tokens]
     out = [TokenAlignment(np.zeros(0), np.zeros(0))] * len(rows)
@@ -63,14 +64,17 @@ def align_tokens(model: Whisper, rows: Sequence[AlignmentRow], eot: int,
     frames = np.array([min(r.num_samples // HOP_LENGTH, 2 * model.dims.n_audio_ctx) // 2 for r in batch])
 
     if all(r.cross_kv is not None for r in batch):
-        cross = [(mx.concatenate([r.cross_kv[i][0] for r in batch]), mx.concatenate([r.cross_kv[i][1] for r in batch]))
-                 for i in range(model.dims.n_text_layer)]
+        cross = [
+            (mx.concatenate([r.cross_kv[i][0] for r in batch]), mx.concatenate([r.cross_kv[i][1] for r in batch]))
+            for i in range(model.dims.n_text_layer)
+        ]
     else:
         cross = model.decoder.cross_kv(mx.concatenate([r.features for r in batch]))
     hidden, scores = model.decoder.forward_with_scores(tokens, cross, model.alignment_heads)
     probs = _text_probabilities(model, hidden[:, prefix - 1 : prefix - 1 + int(n_text.max())], tokens, prefix, eot)
-    matrix = _attention_matrix(scores, np.array([len(s) for s in sequences]), frames, prefix - 1,
-                               int(n_text.max()) + 1, medfilt_width)
+    matrix = _attention_matrix(
+        scores, np.array([len(s) for s in sequences]), frames, prefix - 1, int(n_text.max()) + 1, medfilt_width
+    )
     probs = np.array(probs)
     if isinstance(matrix, mx.array) and mx.cuda.is_available():  # the DTW on the GPU too, one block per row
         starts = np.array(dtw_token_starts_cuda(-matrix, n_text + 1, frames)).astype(np.int64)
@@ -91,8 +95,9 @@ def _text_probabilities(model: Whisper, hidden: mx.array, tokens: mx.array, pref
     return mx.exp(chosen - logsumexp(logits)).reshape(batch, n)
 
 
-def _attention_matrix(scores: mx.array, lengths: np.ndarray, frames: np.ndarray, first: int, n_rows: int,
-                      width: int) -> np.ndarray | mx.array:
+def _attention_matrix(
+    scores: mx.array, lengths: np.ndarray, frames: np.ndarray, first: int, n_rows: int, width: int
+) -> np.ndarray | mx.array:
     """(B, n_rows, max frames) token-by-time similarity from the heads' scores (B, H, T, n_audio).
 
     Per row: softmax over its own frames, standardized over its own tokens per head and frame,

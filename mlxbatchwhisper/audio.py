@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from typing import BinaryIO
 
 import mlx.core as mx
@@ -133,8 +133,9 @@ def resample(audio: np.ndarray, sample_rate: int, name: str = "audio") -> np.nda
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     out = []
     for start in range(0, len(audio), 1 << 18):  # in blocks: FFmpeg frames are bounded
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, start : start + (1 << 18)]),
-                                           format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(audio[None, start : start + (1 << 18)]), format="flt", layout="mono"
+        )
         frame.sample_rate = int(sample_rate)
         out += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
     out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
@@ -146,8 +147,9 @@ def check_audio(audio: np.ndarray | Sequence[float], name: str = "audio", max_sa
     a = np.asarray(audio)
     if a.ndim == 2 and min(a.shape) <= 8:
         axis = int(np.argmin(a.shape))
-        raise ValueError(f"{name} has shape {a.shape}: looks multi-channel; mix it down to mono "
-                         f"(e.g. a.mean(axis={axis}))")
+        raise ValueError(
+            f"{name} has shape {a.shape}: looks multi-channel; mix it down to mono (e.g. a.mean(axis={axis}))"
+        )
     if a.ndim != 1:
         raise ValueError(f"{name} must be a 1-D waveform, got shape {a.shape}")
     if not np.issubdtype(a.dtype, np.floating):
@@ -159,8 +161,10 @@ def check_audio(audio: np.ndarray | Sequence[float], name: str = "audio", max_sa
         if not np.isfinite(block).all():
             raise ValueError(f"{name} contains NaN or infinite samples")
         if len(block) and np.abs(block).max() > MAX_AMPLITUDE:
-            raise ValueError(f"{name} has samples of magnitude {np.abs(block).max():.0f}: expected float audio "
-                             "in [-1, 1] (integer PCM stored as floats? divide by 32768)")
+            raise ValueError(
+                f"{name} has samples of magnitude {np.abs(block).max():.0f}: expected float audio "
+                "in [-1, 1] (integer PCM stored as floats? divide by 32768)"
+            )
     if max_samples is not None and len(a) > max_samples:
         raise ValueError(
             f"{name} lasts {len(a) / SAMPLE_RATE:.1f} s, more than {max_samples / SAMPLE_RATE:.0f} s "
@@ -182,7 +186,7 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * 200.0 / 3.0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def mel_filters(n_mels: int) -> mx.array:
     """(n_mels, N_FFT // 2 + 1) triangular filters, Slaney-normalized (librosa's defaults)."""
     fft_freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
@@ -196,7 +200,7 @@ def mel_filters(n_mels: int) -> mx.array:
     return mx.array(weights.astype(np.float32))
 
 
-@lru_cache(maxsize=None)
+@cache
 def hann_window(size: int = N_FFT) -> mx.array:
     """The periodic Hann window (torch.hann_window's default)."""
     n = np.arange(size)

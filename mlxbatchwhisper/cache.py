@@ -20,8 +20,7 @@ class KVCache:
 
     step = 256
 
-    def __init__(self, cross_kv: tuple[mx.array, mx.array], left_padding: Sequence[int] | None = None,
-                 group: int = 1):
+    def __init__(self, cross_kv: tuple[mx.array, mx.array], left_padding: Sequence[int] | None = None, group: int = 1):
         self.cross_kv = cross_kv
         self.group = group  # consecutive rows sharing one cross-attention K/V (the beams of a segment)
         batch = cross_kv[0].shape[0] * group
@@ -119,7 +118,7 @@ class KVCache:
         self.keys[:, :, : self.offset, :] = moved[0]
         self.values[:, :, : self.offset, :] = moved[1]
 
-    def extend(self, other: "KVCache") -> None:
+    def extend(self, other: KVCache) -> None:
         """Append the rows of `other` (same layer and group), left-padding whichever holds fewer columns."""
         if other.group != self.group:
             raise ValueError(f"cannot extend a cache of groups of {self.group} rows with groups of {other.group}")
@@ -127,15 +126,11 @@ class KVCache:
         width = max(self.offset, other.offset)
         pads = (width - self.offset, width - other.offset)
         if a[0] is not None or b[0] is not None:
-            parts = [
-                _left_pad(kv, pad, cache) for kv, pad, cache in zip((a, b), pads, (self, other))
-            ]
+            parts = [_left_pad(kv, pad, cache) for kv, pad, cache in zip((a, b), pads, (self, other))]
             self.keys = mx.concatenate([p[0] for p in parts])
             self.values = mx.concatenate([p[1] for p in parts])
         self.cross_kv = tuple(mx.concatenate([x, y]) for x, y in zip(self.cross_kv, other.cross_kv))
-        self.left_padding = [p + pads[0] for p in self.left_padding] + [
-            p + pads[1] for p in other.left_padding
-        ]
+        self.left_padding = [p + pads[0] for p in self.left_padding] + [p + pads[1] for p in other.left_padding]
         self.offset = width
 
     def _trimmed(self) -> tuple[mx.array | None, mx.array | None]:

@@ -30,9 +30,23 @@ DEFAULT_MODEL = "tiny.en"
 
 # Official model names and their Hugging Face repositories (transformers layout).
 HUB_REPOS = {
-    **{n: f"openai/whisper-{n}" for n in (
-        "tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en",
-        "large-v1", "large-v2", "large-v3", "large-v3-turbo")},
+    **{
+        n: f"openai/whisper-{n}"
+        for n in (
+            "tiny",
+            "tiny.en",
+            "base",
+            "base.en",
+            "small",
+            "small.en",
+            "medium",
+            "medium.en",
+            "large-v1",
+            "large-v2",
+            "large-v3",
+            "large-v3-turbo",
+        )
+    },
     "large": "openai/whisper-large-v3",
     "turbo": "openai/whisper-large-v3-turbo",
 }
@@ -72,8 +86,11 @@ def load_model(
     once, which computes the same outputs through BLAS.
     """
     if to_dtype(dtype) != mx.float32 and mx.default_device() == mx.cpu:
-        warnings.warn(f"dtype {dtype} on the CPU is several times slower than float32 (MLX has no fast "
-                      "half-precision kernels there); use float32 unless memory is short", stacklevel=2)
+        warnings.warn(
+            f"dtype {dtype} on the CPU is several times slower than float32 (MLX has no fast "
+            "half-precision kernels there); use float32 unless memory is short",
+            stacklevel=2,
+        )
     ckpt = read_checkpoint(resolve(path_or_repo))
     if ckpt.alignment_heads is None:
         ckpt.alignment_heads = heads_for_name(str(path_or_repo))
@@ -97,8 +114,11 @@ def build_model(ckpt: Checkpoint, dtype: str | mx.Dtype = "float32", dequantize:
     mx.eval(model.parameters())
     d = ckpt.dims
     try:
-        model.alignment_heads = (default_heads(d.n_text_layer, d.n_text_head) if ckpt.alignment_heads is None
-                                 else check_heads(ckpt.alignment_heads, d.n_text_layer, d.n_text_head, str(ckpt.source)))
+        model.alignment_heads = (
+            default_heads(d.n_text_layer, d.n_text_head)
+            if ckpt.alignment_heads is None
+            else check_heads(ckpt.alignment_heads, d.n_text_layer, d.n_text_head, str(ckpt.source))
+        )
     except ValueError as e:
         raise CheckpointError(str(e)) from e
     return model
@@ -118,10 +138,16 @@ def check_shapes(model: nn.Module, weights: dict[str, mx.array], source: Path) -
     expected = dict(nn.utils.tree_flatten(model.parameters()))
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
-    wrong = [f"{k}: checkpoint {tuple(weights[k].shape)}, model {tuple(v.shape)}"
-             for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
-    problems = ([f"missing {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")] if missing else []) + \
-               ([f"unexpected {', '.join(extra[:5])}" + (" …" if len(extra) > 5 else "")] if extra else []) + wrong[:5]
+    wrong = [
+        f"{k}: checkpoint {tuple(weights[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    problems = (
+        ([f"missing {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")] if missing else [])
+        + ([f"unexpected {', '.join(extra[:5])}" + (" …" if len(extra) > 5 else "")] if extra else [])
+        + wrong[:5]
+    )
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the model: " + "; ".join(problems))
 
@@ -241,8 +267,12 @@ def _load_arrays(path: Path) -> dict[str, mx.array]:
 def _read_mlx(path: Path, config: dict) -> Checkpoint:
     """mlx-community layout: mlx-whisper names, conv weights as (out, kernel, in)."""
     quantization = config.pop("quantization", None)
-    if quantization is not None and not (isinstance(quantization, dict) and {"bits", "group_size"} <= set(quantization)):
-        raise CheckpointError(f"{path / 'config.json'}: 'quantization' needs 'bits' and 'group_size', got {quantization!r}")
+    if quantization is not None and not (
+        isinstance(quantization, dict) and {"bits", "group_size"} <= set(quantization)
+    ):
+        raise CheckpointError(
+            f"{path / 'config.json'}: 'quantization' needs 'bits' and 'group_size', got {quantization!r}"
+        )
     dims = _dims(config, path / "config.json")
     for name in ("weights.safetensors", "weights.npz", "model.safetensors"):
         if (path / name).exists():
@@ -272,8 +302,10 @@ def checked_dims(values: dict, source: Path, names: dict[str, str] | None = None
             raise CheckpointError(f"{source}: {names.get(field, field)} must be a positive integer, not {value!r}")
     for width, heads in (("n_audio_state", "n_audio_head"), ("n_text_state", "n_text_head")):
         if values[width] % values[heads]:
-            raise CheckpointError(f"{source}: {names.get(heads, heads)} ({values[heads]}) does not divide "
-                                  f"{names.get(width, width)} ({values[width]})")
+            raise CheckpointError(
+                f"{source}: {names.get(heads, heads)} ({values[heads]}) does not divide "
+                f"{names.get(width, width)} ({values[width]})"
+            )
     return ModelDimensions(**values)
 
 
@@ -310,9 +342,15 @@ def _conv_to_mlx(weights: dict[str, mx.array]) -> dict[str, mx.array]:
 
 
 _HF_DIMS = {  # ModelDimensions field: transformers' config name
-    "n_mels": "num_mel_bins", "n_audio_ctx": "max_source_positions", "n_audio_state": "d_model",
-    "n_audio_head": "encoder_attention_heads", "n_audio_layer": "encoder_layers", "n_vocab": "vocab_size",
-    "n_text_ctx": "max_target_positions", "n_text_state": "d_model", "n_text_head": "decoder_attention_heads",
+    "n_mels": "num_mel_bins",
+    "n_audio_ctx": "max_source_positions",
+    "n_audio_state": "d_model",
+    "n_audio_head": "encoder_attention_heads",
+    "n_audio_layer": "encoder_layers",
+    "n_vocab": "vocab_size",
+    "n_text_ctx": "max_target_positions",
+    "n_text_state": "d_model",
+    "n_text_head": "decoder_attention_heads",
     "n_text_layer": "decoder_layers",
 }
 
@@ -334,7 +372,9 @@ def _read_hf(path: Path, config: dict) -> Checkpoint:
     elif (path / "model.safetensors").exists():
         raw = _load_arrays(path / "model.safetensors")
     else:
-        raise FileNotFoundError(f"{path}: no model.safetensors (pytorch_model.bin alone is not read: convert it with transformers first)")
+        raise FileNotFoundError(
+            f"{path}: no model.safetensors (pytorch_model.bin alone is not read: convert it with transformers first)"
+        )
     weights = {}
     for k, v in raw.items():
         if k in ("proj_out.weight", "model.encoder.embed_positions.weight"):
@@ -460,10 +500,16 @@ def _ct2_dims(v: dict[str, np.ndarray]) -> ModelDimensions:
 
     audio, text = v["encoder/position_encodings/encodings"].shape, v["decoder/position_encodings/encodings"].shape
     return ModelDimensions(
-        n_mels=v["encoder/conv1/weight"].shape[1], n_audio_ctx=audio[0], n_audio_state=audio[1],
-        n_audio_head=int(v["encoder/num_heads"]), n_audio_layer=n_layers("encoder"),
-        n_vocab=v["decoder/embeddings/weight"].shape[0], n_text_ctx=text[0], n_text_state=text[1],
-        n_text_head=int(v["decoder/num_heads"]), n_text_layer=n_layers("decoder"),
+        n_mels=v["encoder/conv1/weight"].shape[1],
+        n_audio_ctx=audio[0],
+        n_audio_state=audio[1],
+        n_audio_head=int(v["encoder/num_heads"]),
+        n_audio_layer=n_layers("encoder"),
+        n_vocab=v["decoder/embeddings/weight"].shape[0],
+        n_text_ctx=text[0],
+        n_text_state=text[1],
+        n_text_head=int(v["decoder/num_heads"]),
+        n_text_layer=n_layers("decoder"),
     )
 
 

@@ -8,8 +8,14 @@ from numbers import Integral, Real
 import numpy as np
 
 
-def number(name: str, value: object, low: float | None = None, high: float | None = None,
-           low_open: bool = False, optional: bool = False) -> float | None:
+def number(
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    optional: bool = False,
+) -> float | None:
     """A finite real number in [low, high] (or (low, high] with `low_open`); None if `optional`."""
     if value is None and optional:
         return None

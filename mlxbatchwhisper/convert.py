@@ -62,8 +62,10 @@ def check_finite(model: Whisper) -> dict[str, mx.array]:
     weights = dict(nn.utils.tree_flatten(model.parameters()))
     broken = [k for k, v in weights.items() if mx.issubdtype(v.dtype, mx.floating) and not mx.isfinite(v).all().item()]
     if broken:
-        raise ValueError(f"{getattr(model, 'source', 'the model')}: weights hold NaN or infinite values "
-                         f"({', '.join(broken[:5])}{' …' if len(broken) > 5 else ''}); refusing to write them")
+        raise ValueError(
+            f"{getattr(model, 'source', 'the model')}: weights hold NaN or infinite values "
+            f"({', '.join(broken[:5])}{' …' if len(broken) > 5 else ''}); refusing to write them"
+        )
     return weights
 
 
@@ -74,8 +76,13 @@ def _umask() -> int:
 
 
 def convert(
-    src: str | os.PathLike, out: str | os.PathLike, dtype: str = "float16", quantize: bool = False,
-    bits: int = 4, group_size: int = 64, recipe: str = "default",
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    dtype: str = "float16",
+    quantize: bool = False,
+    bits: int = 4,
+    group_size: int = 64,
+    recipe: str = "default",
 ) -> Conversion:
     """Read `src` (a path, model name or hub id), cast to `dtype`, quantize if asked, and save to `out`.
 

@@ -96,8 +96,9 @@ class LogitRules:
         suppress = np.zeros(n_vocab, bool)
         ids = suppress_token_ids(tokenizer, options.suppress_tokens)
         if ids[-1] >= n_vocab:
-            raise ValueError(f"suppress_tokens has ids beyond the vocabulary ({n_vocab} tokens): "
-                             f"{[t for t in ids if t >= n_vocab]}")
+            raise ValueError(
+                f"suppress_tokens has ids beyond the vocabulary ({n_vocab} tokens): {[t for t in ids if t >= n_vocab]}"
+            )
         suppress[list(ids)] = True
         if self.timestamps:
             suppress[tokenizer.no_timestamps] = True
@@ -111,8 +112,9 @@ class LogitRules:
         if self.timestamps and options.max_initial_timestamp is not None:
             self.max_initial = self.ts_begin + round(options.max_initial_timestamp / TIME_PRECISION)
 
-    def __call__(self, logits: mx.array, n_sampled: mx.array, last: mx.array, penult: mx.array,
-                 last_ts: mx.array) -> mx.array:
+    def __call__(
+        self, logits: mx.array, n_sampled: mx.array, last: mx.array, penult: mx.array, last_ts: mx.array
+    ) -> mx.array:
         """Mask (B, V) logits given each row's count of sampled tokens, its last two tokens and last timestamp."""
         col = lambda a: a[:, None]  # noqa: E731
         v = self.vocab[None, :]
@@ -140,8 +142,9 @@ class LogitRules:
         return logits
 
 
-def detect_languages(model: Whisper, tokenizer: Tokenizer, cross: list[tuple[mx.array, mx.array]]
-                     ) -> list[tuple[str, dict[str, float]]]:
+def detect_languages(
+    model: Whisper, tokenizer: Tokenizer, cross: list[tuple[mx.array, mx.array]]
+) -> list[tuple[str, dict[str, float]]]:
     """Each audio row's most likely language and the probabilities of all, from its cross-attention
     K/V (one pair per decoder layer), as openai-whisper's `detect_language` does."""
     cache = [KVCache(kv) for kv in cross]
@@ -150,8 +153,9 @@ def detect_languages(model: Whisper, tokenizer: Tokenizer, cross: list[tuple[mx.
     logits = model.decoder.project(hidden[:, 0]).astype(mx.float32)[:, mx.array(tokenizer.language_tokens)]
     probs = np.array(mx.softmax(logits, axis=-1))
     best = np.array(mx.argmax(logits, axis=-1))
-    return [(tokenizer.language_codes[int(b)], dict(zip(tokenizer.language_codes, p.tolist())))
-            for b, p in zip(best, probs)]
+    return [
+        (tokenizer.language_codes[int(b)], dict(zip(tokenizer.language_codes, p.tolist()))) for b, p in zip(best, probs)
+    ]
 
 
 def suppress_token_ids(tokenizer: Tokenizer, suppress_tokens: str | Sequence[int] | None) -> tuple[int, ...]:
@@ -168,8 +172,14 @@ def suppress_token_ids(tokenizer: Tokenizer, suppress_tokens: str | Sequence[int
         raise ValueError(f"suppress_tokens must be token ids or -1, not {[t for t in ids if t < -1]}")
     if -1 in ids:
         ids = [t for t in ids if t >= 0] + list(tokenizer.non_speech_tokens)
-    ids += [tokenizer.transcribe, tokenizer.translate, tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm,
-            tokenizer.no_speech]
+    ids += [
+        tokenizer.transcribe,
+        tokenizer.translate,
+        tokenizer.sot,
+        tokenizer.sot_prev,
+        tokenizer.sot_lm,
+        tokenizer.no_speech,
+    ]
     return tuple(sorted(set(ids)))
 
 
@@ -193,22 +203,27 @@ class _Rows:
         self.__dict__.update(arrays)
 
     @classmethod
-    def new(cls, jobs: list[int], budgets: list[int], width: int) -> "_Rows":
+    def new(cls, jobs: list[int], budgets: list[int], width: int) -> _Rows:
         n = len(jobs)
         return cls(
-            job=np.array(jobs, np.int64), n_sampled=np.zeros(n, np.int32), last=np.full(n, -1, np.int32),
-            penult=np.full(n, -1, np.int32), last_ts=np.full(n, -1, np.int32),
-            budget=np.array(budgets, np.int32), done=np.zeros(n, bool), sum_logprob=np.zeros(n, np.float64),
+            job=np.array(jobs, np.int64),
+            n_sampled=np.zeros(n, np.int32),
+            last=np.full(n, -1, np.int32),
+            penult=np.full(n, -1, np.int32),
+            last_ts=np.full(n, -1, np.int32),
+            budget=np.array(budgets, np.int32),
+            done=np.zeros(n, bool),
+            sum_logprob=np.zeros(n, np.float64),
             tokens=np.zeros((n, width), np.int32),
         )
 
     def __len__(self) -> int:
         return len(self.job)
 
-    def take(self, idx: np.ndarray) -> "_Rows":
+    def take(self, idx: np.ndarray) -> _Rows:
         return _Rows(**{k: getattr(self, k)[idx] for k in self.FIELDS})
 
-    def concat(self, other: "_Rows") -> "_Rows":
+    def concat(self, other: _Rows) -> _Rows:
         return _Rows(**{k: np.concatenate([getattr(self, k), getattr(other, k)]) for k in self.FIELDS})
 
     def push(self, tokens: np.ndarray, logprobs: np.ndarray, ts_begin: int, eot: int) -> None:
@@ -243,7 +258,7 @@ class _Batch:
         self.rows = self.rows.take(keep)
         self.state = self.state[:, mx.array(keep.astype(np.int32))]
 
-    def extend(self, other: "_Batch") -> None:
+    def extend(self, other: _Batch) -> None:
         for c, n in zip(self.cache, other.cache):
             c.extend(n)
         self.rows = self.rows.concat(other.rows)
@@ -260,8 +275,9 @@ class BatchDecoder:
 
     ENCODE_BATCH = 8  # windows per encoder call: bounds activation memory, already saturates BLAS/GPU
 
-    def __init__(self, model: Whisper, tokenizer: Tokenizer, options: DecodingOptions, seed: int = 0,
-                 keep_cross_kv: bool = False):
+    def __init__(
+        self, model: Whisper, tokenizer: Tokenizer, options: DecodingOptions, seed: int = 0, keep_cross_kv: bool = False
+    ):
         self.model, self.tokenizer, self.options = model, tokenizer, options
         self.keep_cross_kv = keep_cross_kv  # hand each finished item its audio K/V (word timing reuses them)
         self.rules = LogitRules(tokenizer, options, model.dims.n_vocab)
@@ -370,8 +386,9 @@ class BatchDecoder:
         no_speech = mx.softmax(sot_logits, axis=-1)[:, tok.no_speech]
         for job_id, it, init in zip(ids, group, initial):
             jobs[job_id] = _Job(it, init, min(self.sample_len, self.n_ctx - len(init) + 1))
-        rows = _Rows.new([j for j in ids for _ in range(n)], [jobs[j].budget for j in ids for _ in range(n)],
-                         self.sample_len + 1)
+        rows = _Rows.new(
+            [j for j in ids for _ in range(n)], [jobs[j].budget for j in ids for _ in range(n)], self.sample_len + 1
+        )
         batch = _Batch(cache, rows, mx.array(rows.counters()))
         self._absorb(self._sample(hidden[:, -1], batch, jobs), rows)
         for job_id, p in zip(ids, np.array(no_speech)[::n].tolist()):
@@ -405,8 +422,12 @@ class BatchDecoder:
         """Read a queued step's tokens into the host's history (waits for the device)."""
         if launched is not None:
             tokens, logprobs = launched
-            rows.push(np.array(tokens), np.array(logprobs).astype(np.float64),
-                      self.tokenizer.timestamp_begin, self.tokenizer.eot)
+            rows.push(
+                np.array(tokens),
+                np.array(logprobs).astype(np.float64),
+                self.tokenizer.timestamp_begin,
+                self.tokenizer.eot,
+            )
 
     def _detect_languages(self, group: list[Item], cross: list[tuple[mx.array, mx.array]]) -> None:
         """Per-row language detection from the logits after <|startoftranscript|> alone."""
@@ -432,7 +453,7 @@ class BatchDecoder:
         if self.options.without_timestamps:
             tokens.append(tok.no_timestamps)
         if item.prompt:
-            tokens = [tok.sot_prev] + list(item.prompt)[-(self.n_ctx // 2 - 1):] + tokens
+            tokens = [tok.sot_prev] + list(item.prompt)[-(self.n_ctx // 2 - 1) :] + tokens
         return tuple(tokens)
 
     def _beam_update(self, rows: _Rows, jobs: dict[int, _Job], idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
@@ -482,8 +503,9 @@ class BatchDecoder:
             r = np.nonzero(rows.job == job_id)[0]
             if self.keep_cross_kv:  # a copy of the segment's row: the batch's arrays change as rows leave
                 row = mx.array([int(r[0]) // self.options.n_group])
-                job.item.cross_kv = [(mx.take(c.cross_kv[0], row, 0), mx.take(c.cross_kv[1], row, 0))
-                                     for c in batch.cache]
+                job.item.cross_kv = [
+                    (mx.take(c.cross_kv[0], row, 0), mx.take(c.cross_kv[1], row, 0)) for c in batch.cache
+                ]
                 mx.eval(job.item.cross_kv)
             yield job.item, self._result(job, rows, r)
 
@@ -568,7 +590,9 @@ class FallbackOptions:
     def __post_init__(self) -> None:
         temperatures = self.temperatures
         if not isinstance(temperatures, tuple) or not temperatures:
-            raise ValueError(f"temperature must be one number ≥ 0 or a non-empty sequence of them, not {temperatures!r}")
+            raise ValueError(
+                f"temperature must be one number ≥ 0 or a non-empty sequence of them, not {temperatures!r}"
+            )
         for t in temperatures:
             checks.number("temperature", t, low=0)
         checks.number("compression_ratio_threshold", self.compression_ratio_threshold, low=0, optional=True)
@@ -580,13 +604,22 @@ class FallbackOptions:
         too_low = self.logprob_threshold is not None and r.avg_logprob < self.logprob_threshold
         if self.no_speech_threshold is not None and too_low and r.no_speech_prob > self.no_speech_threshold:
             return False  # silence
-        repetitive = self.compression_ratio_threshold is not None and r.compression_ratio > self.compression_ratio_threshold
+        repetitive = (
+            self.compression_ratio_threshold is not None and r.compression_ratio > self.compression_ratio_threshold
+        )
         return repetitive or too_low
 
 
 def decode_with_fallback(
-    model: Whisper, tokenizer: Tokenizer, items: Iterable[Item], options: DecodingOptions,
-    fallback: FallbackOptions, batch_size: int, best_of: int = 5, seed: int = 0, keep_cross_kv: bool = False,
+    model: Whisper,
+    tokenizer: Tokenizer,
+    items: Iterable[Item],
+    options: DecodingOptions,
+    fallback: FallbackOptions,
+    batch_size: int,
+    best_of: int = 5,
+    seed: int = 0,
+    keep_cross_kv: bool = False,
 ) -> Iterator[tuple[Item, DecodingResult]]:
     """Decode at the first temperature; rows that need it go again at the next, in batched passes.
 
@@ -600,14 +633,21 @@ def decode_with_fallback(
     temperatures = fallback.temperatures
     rows = batch_size * options.n_group
     for n, t in enumerate(temperatures):
-        opts = replace(options, temperature=t, beam_size=options.beam_size if t == 0 else None,
-                       patience=options.patience if t == 0 else None, best_of=best_of if t > 0 else None)
+        opts = replace(
+            options,
+            temperature=t,
+            beam_size=options.beam_size if t == 0 else None,
+            patience=options.patience if t == 0 else None,
+            best_of=best_of if t > 0 else None,
+        )
         retry: list[tuple[Item, DecodingResult]] = []
         size = max(1, rows // opts.n_group)
         for item, result in BatchDecoder(model, tokenizer, opts, seed + n, keep_cross_kv).run(stream, size):
             if math.isnan(result.avg_logprob) or result.avg_logprob == math.inf:
-                raise ModelOutputError(f"{getattr(model, 'source', 'the model')}: the model computed NaN/infinite "
-                                       "log-probabilities; its weights may be corrupt")
+                raise ModelOutputError(
+                    f"{getattr(model, 'source', 'the model')}: the model computed NaN/infinite "
+                    "log-probabilities; its weights may be corrupt"
+                )
             if n + 1 < len(temperatures) and fallback.needs_fallback(result):
                 retry.append((item, result))
             else:

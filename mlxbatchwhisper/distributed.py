@@ -33,8 +33,16 @@ _LONG = inspect.signature(BatchedWhisper.transcribe_audio_iter).parameters
 _DECODE = inspect.signature(BatchedWhisper.transcribe).parameters
 
 # One row per input file; `segments` is a JSON list of {"start", "end", "text", ...} as transcribe_audio gives.
-SCHEMA = pa.schema([("path", pa.string()), ("text", pa.string()), ("language", pa.string()),
-                    ("duration", pa.float64()), ("segments", pa.string()), ("error", pa.string())])
+SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("text", pa.string()),
+        ("language", pa.string()),
+        ("duration", pa.float64()),
+        ("segments", pa.string()),
+        ("error", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -68,13 +76,12 @@ class TranscribeOptions:
     append_punctuations: str = _LONG["append_punctuations"].default
 
     @classmethod
-    def from_kwargs(cls, **options: Any) -> "TranscribeOptions":
+    def from_kwargs(cls, **options: Any) -> TranscribeOptions:
         """Options by name, with a clear error for a name that is not one."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown transcription option(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(sorted(known))}")
+            raise TypeError(f"unknown transcription option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**options)
 
     def audio_kwargs(self) -> dict[str, Any]:
@@ -96,8 +103,10 @@ class Transcriber:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.audio_column not in batch.column_names:
-            raise KeyError(f"audio_column {self.audio_column!r} is not a column of the dataset "
-                           f"(columns: {', '.join(batch.column_names)})")
+            raise KeyError(
+                f"audio_column {self.audio_column!r} is not a column of the dataset "
+                f"(columns: {', '.join(batch.column_names)})"
+            )
         values = batch.column(self.audio_column).to_pylist()
         paths = batch.column("path").to_pylist() if "path" in batch.column_names else [None] * len(values)
         rows: list[dict | None] = [None] * len(values)
@@ -115,10 +124,17 @@ class Transcriber:
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def transcribe_dataset(ds: ray.data.Dataset, model: str = TranscribeOptions.model,
-                       batch_size: int | str = TranscribeOptions.batch_size,
-                       concurrency: int = 1, num_gpus: float = 0, audio_column: str = "path",
-                       files_per_batch: int = 8, threads: int = 1, **options: Any) -> ray.data.Dataset:
+def transcribe_dataset(
+    ds: ray.data.Dataset,
+    model: str = TranscribeOptions.model,
+    batch_size: int | str = TranscribeOptions.batch_size,
+    concurrency: int = 1,
+    num_gpus: float = 0,
+    audio_column: str = "path",
+    files_per_batch: int = 8,
+    threads: int = 1,
+    **options: Any,
+) -> ray.data.Dataset:
     """Transcribe the audio files of a Ray Dataset on `concurrency` actors, one model each.
 
     `audio_column` holds each file as a path (local, or a URI pyarrow's filesystems read, e.g.
@@ -140,12 +156,18 @@ def transcribe_dataset(ds: ray.data.Dataset, model: str = TranscribeOptions.mode
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
     if not isinstance(num_gpus, (int, float)) or isinstance(num_gpus, bool) or num_gpus < 0:
         raise ValueError(f"num_gpus must be a number ≥ 0 (GPUs per worker), not {num_gpus!r}")
-    limit = {name: str(threads)
-             for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV)}
+    limit = {name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV)}
     return ds.map_batches(
-        Transcriber, fn_constructor_kwargs={"options": opts, "audio_column": audio_column},
-        batch_size=files_per_batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=threads, num_gpus=num_gpus, runtime_env={"env_vars": limit}, udf_modifying_row_count=False)
+        Transcriber,
+        fn_constructor_kwargs={"options": opts, "audio_column": audio_column},
+        batch_size=files_per_batch,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=threads,
+        num_gpus=num_gpus,
+        runtime_env={"env_vars": limit},
+        udf_modifying_row_count=False,
+    )
 
 
 def _source(value: Any, name: str | None) -> str | BinaryIO:
@@ -168,7 +190,19 @@ def _source(value: Any, name: str | None) -> str | BinaryIO:
 def _row(path: str | None, result: dict | Exception, duration: float | None) -> dict:
     """One output row: the transcript, or the error that stopped it."""
     if isinstance(result, Exception):
-        return {"path": path, "text": None, "language": None, "duration": None, "segments": None,
-                "error": f"{type(result).__name__}: {result}"}
-    return {"path": path, "text": " ".join(s["text"] for s in result["segments"]), "language": result["language"],
-            "duration": duration, "segments": json.dumps(result["segments"], ensure_ascii=False), "error": None}
+        return {
+            "path": path,
+            "text": None,
+            "language": None,
+            "duration": None,
+            "segments": None,
+            "error": f"{type(result).__name__}: {result}",
+        }
+    return {
+        "path": path,
+        "text": " ".join(s["text"] for s in result["segments"]),
+        "language": result["language"],
+        "duration": duration,
+        "segments": json.dumps(result["segments"], ensure_ascii=False),
+        "error": None,
+    }

@@ -120,15 +120,22 @@ def _attend_one_cuda(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
     global _one_query_cuda
     if _one_query_cuda is None:
         _one_query_cuda = mx.fast.cuda_kernel(
-            name="one_query_attention", input_names=["q", "k", "v", "scale"], output_names=["out"],
-            source=_ONE_QUERY_CUDA, header=_ONE_QUERY_HEADER)
+            name="one_query_attention",
+            input_names=["q", "k", "v", "scale"],
+            output_names=["out"],
+            source=_ONE_QUERY_CUDA,
+            header=_ONE_QUERY_HEADER,
+        )
     batch, heads, _, dim = q.shape
     units = batch * heads
     (out,) = _one_query_cuda(
         inputs=[q, k, v, mx.array([dim**-0.5], mx.float32)],
         template=[("T", q.dtype), ("L", k.shape[2]), ("WARPS", _WARPS)],
-        grid=(units * 32 * _WARPS, 1, 1), threadgroup=(32 * _WARPS, 1, 1),
-        output_shapes=[q.shape], output_dtypes=[q.dtype])
+        grid=(units * 32 * _WARPS, 1, 1),
+        threadgroup=(32 * _WARPS, 1, 1),
+        output_shapes=[q.shape],
+        output_dtypes=[q.dtype],
+    )
     return out
 
 
@@ -147,9 +154,12 @@ _DTW_CUDA = """
         for (int i = tid + 1; i <= n; i += blockDim.x) {
             const int j = d - i;
             if (j < 1 || j > m) continue;
-            const float c0 = A[(size_t)(i - 1) * W + j - 1], c1 = A[(size_t)(i - 1) * W + j], c2 = A[(size_t)i * W + j - 1];
+            const float c0 = A[(size_t)(i - 1) * W + j - 1], c1 = A[(size_t)(i - 1) * W + j];
+            const float c2 = A[(size_t)i * W + j - 1];
             float c; signed char t;
-            if (c0 < c1 && c0 < c2) { c = c0; t = 0; } else if (c1 < c0 && c1 < c2) { c = c1; t = 1; } else { c = c2; t = 2; }
+            if (c0 < c1 && c0 < c2) { c = c0; t = 0; }
+            else if (c1 < c0 && c1 < c2) { c = c1; t = 1; }
+            else { c = c2; t = 2; }
             A[(size_t)i * W + j] = (float)((double)cost[((size_t)b * MAXN + i - 1) * MAXM + j - 1] + (double)c);
             S[(size_t)i * W + j] = t;
         }
@@ -173,14 +183,21 @@ def dtw_token_starts_cuda(cost: mx.array, n_rows: np.ndarray, n_cols: np.ndarray
     global _dtw_cuda
     if _dtw_cuda is None:
         _dtw_cuda = mx.fast.cuda_kernel(
-            name="dtw_token_starts", input_names=["cost", "rows", "cols"], output_names=["starts", "acc", "steps"],
-            source=_DTW_CUDA)
+            name="dtw_token_starts",
+            input_names=["cost", "rows", "cols"],
+            output_names=["starts", "acc", "steps"],
+            source=_DTW_CUDA,
+        )
     batch, n, m = cost.shape
     starts, _, _ = _dtw_cuda(
         inputs=[cost.astype(mx.float32), mx.array(n_rows.astype(np.int32)), mx.array(n_cols.astype(np.int32))],
-        template=[("MAXN", n), ("MAXM", m)], grid=(batch * 256, 1, 1), threadgroup=(256, 1, 1),
+        template=[("MAXN", n), ("MAXM", m)],
+        grid=(batch * 256, 1, 1),
+        threadgroup=(256, 1, 1),
         output_shapes=[(batch, n), (batch, n + 1, m + 1), (batch, n + 1, m + 1)],
-        output_dtypes=[mx.int32, mx.float32, mx.int8], init_value=0)
+        output_dtypes=[mx.int32, mx.float32, mx.int8],
+        init_value=0,
+    )
     return starts
 
 

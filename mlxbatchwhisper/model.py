@@ -117,8 +117,9 @@ class ResidualAttentionBlock(nn.Module):
             x = x + self.cross_attn(self.cross_attn_ln(x), kv=cross_kv)
         return x + self.mlp2(gelu(self.mlp1(self.mlp_ln(x))))
 
-    def with_scores(self, x: mx.array, cross_kv: tuple[mx.array, mx.array], heads: list[int]
-                    ) -> tuple[mx.array, mx.array | None]:
+    def with_scores(
+        self, x: mx.array, cross_kv: tuple[mx.array, mx.array], heads: list[int]
+    ) -> tuple[mx.array, mx.array | None]:
         """A causal pass of whole sequences that also returns the cross-attention scores of `heads`."""
         x = x + self.attn(self.attn_ln(x), mask="causal")
         h = self.cross_attn_ln(x)
@@ -197,8 +198,9 @@ class TextDecoder(nn.Module):
             x = block(x, mask=mask, cross_kv=cross[i], cache=None if cache is None else cache[i])
         return self.ln(x)
 
-    def forward_with_scores(self, tokens: mx.array, cross: list[tuple[mx.array, mx.array]], heads: Heads
-                            ) -> tuple[mx.array, mx.array]:
+    def forward_with_scores(
+        self, tokens: mx.array, cross: list[tuple[mx.array, mx.array]], heads: Heads
+    ) -> tuple[mx.array, mx.array]:
         """Hidden states of whole (right-padded) sequences and the cross-attention scores of the
         (layer, head) pairs `heads`, stacked as (B, len(heads), T, n_audio) in the order given.
 
@@ -247,8 +249,9 @@ class Whisper(nn.Module):
     def __call__(self, mel: mx.array, tokens: mx.array) -> mx.array:
         return self.logits(tokens, self.embed_audio(mel))
 
-    def new_cache(self, audio_features: mx.array, left_padding: list[int] | None = None,
-                  group: int = 1) -> list[KVCache]:
+    def new_cache(
+        self, audio_features: mx.array, left_padding: list[int] | None = None, group: int = 1
+    ) -> list[KVCache]:
         """Empty per-layer caches holding the cross-attention K/V of these audio rows; with
         `group` > 1, each audio row serves that many consecutive decoder rows (beams)."""
         return [KVCache(kv, left_padding, group) for kv in self.decoder.cross_kv(audio_features)]

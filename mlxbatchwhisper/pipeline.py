@@ -21,11 +21,10 @@ from .decoding import DecodingOptions, FallbackOptions, Item, LogitRules, decode
 from .model import Whisper
 from .results import DecodingResult, Segment, Word
 from .schedule import Window, frame_energy, plan_windows, remainder, to_file_time
-from .tokenizer import Tokenizer, get_tokenizer, language_code
 from .sequential import SequentialOptions, SequentialTranscriber, as_segments
-from .words import WordAligner, WordOptions, with_words
+from .tokenizer import Tokenizer, get_tokenizer, language_code
 from .vad import VadOptions
-
+from .words import WordAligner, WordOptions, with_words
 
 DEFAULT_TEMPERATURES = FallbackOptions.temperatures
 MAX_CONTINUATIONS = 3  # rounds of decoding what Whisper left at the end of a window
@@ -36,6 +35,7 @@ AudioInputs = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLik
 
 def _serialized(method: Callable[..., Iterator]) -> Callable[..., Iterator]:
     """A generator method that holds the instance's lock while it computes each item, not between items."""
+
     @functools.wraps(method)
     def steps(self, *args, **kwargs):
         work = method(self, *args, **kwargs)
@@ -46,6 +46,7 @@ def _serialized(method: Callable[..., Iterator]) -> Callable[..., Iterator]:
                 except StopIteration:
                     return
             yield item
+
     return steps
 
 
@@ -63,8 +64,12 @@ class BatchedWhisper:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_pretrained(cls, path_or_repo: str | os.PathLike = DEFAULT_MODEL, dtype: str | mx.Dtype = "float32",
-                        dequantize: bool | None = None) -> "BatchedWhisper":
+    def from_pretrained(
+        cls,
+        path_or_repo: str | os.PathLike = DEFAULT_MODEL,
+        dtype: str | mx.Dtype = "float32",
+        dequantize: bool | None = None,
+    ) -> BatchedWhisper:
         """Load any checkpoint `load_model` reads (a path, a model name, or a hub repo id)."""
         return cls(load_model(path_or_repo, dtype, dequantize))
 
@@ -103,49 +108,83 @@ class BatchedWhisper:
         With `word_timestamps`, each segment gets its `words`, aligned in batches as openai-whisper
         aligns them (the punctuation sets are its options of the same names).
         """
-        decoding, fallback, extra = self._options(task, dict(
-            beam_size=beam_size, patience=patience, length_penalty=length_penalty, suppress_tokens=suppress_tokens,
-            suppress_blank=suppress_blank, without_timestamps=without_timestamps,
-            max_initial_timestamp=max_initial_timestamp, sample_len=sample_len, temperature=temperature,
-            compression_ratio_threshold=compression_ratio_threshold, logprob_threshold=logprob_threshold,
-            no_speech_threshold=no_speech_threshold, best_of=best_of, seed=seed))
+        decoding, fallback, extra = self._options(
+            task,
+            dict(
+                beam_size=beam_size,
+                patience=patience,
+                length_penalty=length_penalty,
+                suppress_tokens=suppress_tokens,
+                suppress_blank=suppress_blank,
+                without_timestamps=without_timestamps,
+                max_initial_timestamp=max_initial_timestamp,
+                sample_len=sample_len,
+                temperature=temperature,
+                compression_ratio_threshold=compression_ratio_threshold,
+                logprob_threshold=logprob_threshold,
+                no_speech_threshold=no_speech_threshold,
+                best_of=best_of,
+                seed=seed,
+            ),
+        )
         batch_size = self._batch_size(batch_size, decoding.n_group)
         if isinstance(segments, np.ndarray) and segments.ndim == 1:
             raise TypeError("segments must be a list of 1-D arrays; wrap a single segment in a list")
         check_sample_rate(sample_rate)
-        audios = [check_audio(resample(s, sample_rate, f"segments[{i}]"), f"segments[{i}]", N_SAMPLES)
-                  for i, s in enumerate(_as_list(segments, "segments"))]
+        audios = [
+            check_audio(resample(s, sample_rate, f"segments[{i}]"), f"segments[{i}]", N_SAMPLES)
+            for i, s in enumerate(_as_list(segments, "segments"))
+        ]
         for i, a in enumerate(audios):
             if len(a) == 0:
                 raise ValueError(f"segments[{i}] is empty")
         languages = [self._language(lang) for lang in _per_input(language, len(audios), "language", "segments")]
         prompts = _per_input(initial_prompt, len(audios), "initial_prompt", "segments")
         items = [
-            Item(key=i, audio=a, language=lang, duration=len(a) / SAMPLE_RATE,
-                 prompt=self._prompt(p))
+            Item(key=i, audio=a, language=lang, duration=len(a) / SAMPLE_RATE, prompt=self._prompt(p))
             for i, (a, lang, p) in enumerate(zip(audios, languages, prompts))
         ]
         results: list[DecodingResult | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: -len(audios[i]))  # similar lengths decode together
         stream = (items[i] for i in order)
         with self._lock:
-            decoded = ((item, result, result.segments, None) for item, result in decode_with_fallback(
-                self.model, self.tokenizer, stream, decoding, fallback, batch_size, **extra,
-                keep_cross_kv=word_timestamps and _reuse_cross_kv()))
+            decoded = (
+                (item, result, result.segments, None)
+                for item, result in decode_with_fallback(
+                    self.model,
+                    self.tokenizer,
+                    stream,
+                    decoding,
+                    fallback,
+                    batch_size,
+                    **extra,
+                    keep_cross_kv=word_timestamps and _reuse_cross_kv(),
+                )
+            )
             if word_timestamps:
-                aligner = WordAligner(self.model, self.tokenizer, task,
-                                      WordOptions(prepend_punctuations, append_punctuations))
+                aligner = WordAligner(
+                    self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations)
+                )
                 decoded = with_words(aligner, decoded, batch_size)
             for item, result, timed, _ in decoded:
                 results[item.key] = replace(result, segments=timed)
         return results
 
-    def transcribe_audio(self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True,
-                         chunk_size: float = 30, language: str | Sequence[str | None] | None = None,
-                         task: str = "transcribe", vad_segments: Sequence[Sequence[dict]] | None = None,
-                         initial_prompt: str | Sequence[str | None] | None = None, on_error: str = "raise",
-                         sample_rate: int = SAMPLE_RATE, vad_options: VadOptions | None = None,
-                         **options: Any) -> list[dict | Exception]:
+    def transcribe_audio(
+        self,
+        audio_or_paths: AudioInputs,
+        batch_size: int | str = 16,
+        vad: bool = True,
+        chunk_size: float = 30,
+        language: str | Sequence[str | None] | None = None,
+        task: str = "transcribe",
+        vad_segments: Sequence[Sequence[dict]] | None = None,
+        initial_prompt: str | Sequence[str | None] | None = None,
+        on_error: str = "raise",
+        sample_rate: int = SAMPLE_RATE,
+        vad_options: VadOptions | None = None,
+        **options: Any,
+    ) -> list[dict | Exception]:
         """Transcribe whole recordings (files, or mono float arrays at `sample_rate` Hz; any length), many at once.
 
         Speech found by Silero VAD (or given as `vad_segments`, one list of {"start", "end"}
@@ -168,10 +207,20 @@ class BatchedWhisper:
         inputs = _as_list(audio_or_paths, "audio_or_paths")
         results: list[dict | Exception | None] = [None] * len(inputs)
         try:
-            for i, result in self.transcribe_audio_iter(inputs, batch_size, vad, chunk_size, language, task,
-                                                        vad_segments, initial_prompt, on_error=on_error,
-                                                        sample_rate=sample_rate, vad_options=vad_options,
-                                                        **options):
+            for i, result in self.transcribe_audio_iter(
+                inputs,
+                batch_size,
+                vad,
+                chunk_size,
+                language,
+                task,
+                vad_segments,
+                initial_prompt,
+                on_error=on_error,
+                sample_rate=sample_rate,
+                vad_options=vad_options,
+                **options,
+            ):
                 results[i] = result
         except Exception as e:
             e.partial_results = results
@@ -180,15 +229,26 @@ class BatchedWhisper:
 
     @_serialized
     def transcribe_audio_iter(
-        self, audio_or_paths: AudioInputs, batch_size: int | str = 16, vad: bool = True, chunk_size: float = 30,
-        language: str | Sequence[str | None] | None = None, task: str = "transcribe",
-        vad_segments: Sequence[Sequence[dict]] | None = None, initial_prompt: str | Sequence[str | None] | None = None,
-        progress: Callable[[float], None] | None = None, on_error: str = "raise", sample_rate: int = SAMPLE_RATE,
-        vad_options: VadOptions | None = None, word_timestamps: bool = False,
+        self,
+        audio_or_paths: AudioInputs,
+        batch_size: int | str = 16,
+        vad: bool = True,
+        chunk_size: float = 30,
+        language: str | Sequence[str | None] | None = None,
+        task: str = "transcribe",
+        vad_segments: Sequence[Sequence[dict]] | None = None,
+        initial_prompt: str | Sequence[str | None] | None = None,
+        progress: Callable[[float], None] | None = None,
+        on_error: str = "raise",
+        sample_rate: int = SAMPLE_RATE,
+        vad_options: VadOptions | None = None,
+        word_timestamps: bool = False,
         prepend_punctuations: str = WordOptions.prepend_punctuations,
-        append_punctuations: str = WordOptions.append_punctuations, mode: str = "vad",
+        append_punctuations: str = WordOptions.append_punctuations,
+        mode: str = "vad",
         condition_on_previous_text: bool = SequentialOptions.condition_on_previous_text,
-        clip_timestamps: str | Sequence[float] = SequentialOptions.clip_timestamps, **options: Any,
+        clip_timestamps: str | Sequence[float] = SequentialOptions.clip_timestamps,
+        **options: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
@@ -224,14 +284,38 @@ class BatchedWhisper:
                 raise ValueError("vad_segments do not apply with mode='sequential' (openai-whisper's own windows)")
             sequential = SequentialOptions(condition_on_previous_text, clip_timestamps)
             sequential.clips(0)  # checks clip_timestamps before any work
-            job = _Sequential(SequentialTranscriber(self.model, self.tokenizer, decoding, fallback, sequential,
-                                                    words if word_timestamps else None, **extra),
-                              languages, prompts, batch_size, progress, word_timestamps)
+            job = _Sequential(
+                SequentialTranscriber(
+                    self.model,
+                    self.tokenizer,
+                    decoding,
+                    fallback,
+                    sequential,
+                    words if word_timestamps else None,
+                    **extra,
+                ),
+                languages,
+                prompts,
+                batch_size,
+                progress,
+                word_timestamps,
+            )
         elif mode == "vad":
             if clip_timestamps != SequentialOptions.clip_timestamps:
                 raise ValueError("clip_timestamps applies with mode='sequential'; with VAD give vad_segments")
-            job = _LongForm(self, decoding, fallback, extra, batch_size, chunk_size, languages, progress, prompts,
-                            vad_options=vad_options or VadOptions(), words=words if word_timestamps else None)
+            job = _LongForm(
+                self,
+                decoding,
+                fallback,
+                extra,
+                batch_size,
+                chunk_size,
+                languages,
+                progress,
+                prompts,
+                vad_options=vad_options or VadOptions(),
+                words=words if word_timestamps else None,
+            )
         else:
             raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
@@ -306,8 +390,7 @@ class _LongForm:
     vad_options: VadOptions
     words: WordAligner | None = None
 
-    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
-            ) -> Iterator[tuple[int, dict]]:
+    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]) -> Iterator[tuple[int, dict]]:
         """Decode a group of inputs (audio, given speech regions or None for VAD) together."""
         keys, inputs = list(group), list(group.values())
         group.clear()  # the arrays live here only while their windows are being decoded
@@ -323,14 +406,30 @@ class _LongForm:
         reported: Counter = Counter()  # seconds passed to `progress`, per input
         windows = [(w, self.languages[w.source]) for w in planned]
         for round_ in range(MAX_CONTINUATIONS + 1):
-            items = (Item(key=w, audio=_window_audio(audios[w.source], w), language=lang, duration=w.duration,
-                          prompt=self.prompts[w.source]) for w, lang in windows)
+            items = (
+                Item(
+                    key=w,
+                    audio=_window_audio(audios[w.source], w),
+                    language=lang,
+                    duration=w.duration,
+                    prompt=self.prompts[w.source],
+                )
+                for w, lang in windows
+            )
             windows = []
-            decoded = ((item, result, *self._keep(item.key, result, allow_rest=round_ < MAX_CONTINUATIONS))
-                       for item, result in decode_with_fallback(self.owner.model, self.owner.tokenizer, items,
-                                                                self.decoding, self.fallback, self.batch_size,
-                                                                **self.extra, keep_cross_kv=self.words is not None
-                                                                and _reuse_cross_kv()))
+            decoded = (
+                (item, result, *self._keep(item.key, result, allow_rest=round_ < MAX_CONTINUATIONS))
+                for item, result in decode_with_fallback(
+                    self.owner.model,
+                    self.owner.tokenizer,
+                    items,
+                    self.decoding,
+                    self.fallback,
+                    self.batch_size,
+                    **self.extra,
+                    keep_cross_kv=self.words is not None and _reuse_cross_kv(),
+                )
+            )
             if self.words is not None:
                 decoded = with_words(self.words, decoded, self.batch_size)
             for item, result, kept, rest in decoded:
@@ -345,8 +444,12 @@ class _LongForm:
                     reported[w.source] += w.duration
                 if pending[w.source] == 0:
                     self._report(len(audios[w.source]) / SAMPLE_RATE - reported.pop(w.source, 0.0))
-                    yield w.source, _file_result(done.pop(w.source), self.languages[w.source], self.fallback,
-                                                 self.words is not None)
+                    yield (
+                        w.source,
+                        _file_result(
+                            done.pop(w.source), self.languages[w.source], self.fallback, self.words is not None
+                        ),
+                    )
                     del audios[w.source]
             if not windows:
                 break
@@ -356,8 +459,9 @@ class _LongForm:
         if self.progress:
             self.progress(seconds)
 
-    def _keep(self, window: Window, result: DecodingResult, allow_rest: bool
-              ) -> tuple[tuple[Segment, ...], Window | None]:
+    def _keep(
+        self, window: Window, result: DecodingResult, allow_rest: bool
+    ) -> tuple[tuple[Segment, ...], Window | None]:
         """The segments to keep from a window, and the remainder to decode again (or None).
 
         As openai-whisper's transcribe does, trailing text without a closing timestamp is not
@@ -385,8 +489,7 @@ class _Sequential:
     progress: Callable[[float], None] | None
     words: bool
 
-    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]
-            ) -> Iterator[tuple[int, dict]]:
+    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]) -> Iterator[tuple[int, dict]]:
         audios = {i: audio for i, (audio, _) in group.items()}
         group.clear()
         languages = {i: self.languages[i] for i in audios}
@@ -403,15 +506,17 @@ def _reuse_cross_kv() -> bool:
     return mx.default_device() == mx.cpu
 
 
-def _speech(inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]], vad_options: VadOptions
-            ) -> tuple[list[list[tuple[float, float]]], list[np.ndarray]]:
+def _speech(
+    inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]], vad_options: VadOptions
+) -> tuple[list[list[tuple[float, float]]], list[np.ndarray]]:
     """Speech regions (seconds) of each input and per-frame scores to cut long ones at.
 
     Inputs without given regions go through Silero VAD together, as one batch.
     """
     need = [audio for audio, given in inputs if given is None]
-    found = iter(vad.get_speech_timestamps_batch(need, return_probabilities=True, **asdict(vad_options))
-                 if need else [])
+    found = iter(
+        vad.get_speech_timestamps_batch(need, return_probabilities=True, **asdict(vad_options)) if need else []
+    )
     speech, scores = [], []
     for audio, given in inputs:
         if given is None:
@@ -431,8 +536,9 @@ def _regions(given: Sequence[dict], name: str) -> list[tuple[float, float]]:
         try:
             start, end = float(region["start"]), float(region["end"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{name}[{k}] must be a dict with numeric 'start' and 'end' seconds, "
-                             f"not {region!r}") from e
+            raise ValueError(
+                f"{name}[{k}] must be a dict with numeric 'start' and 'end' seconds, not {region!r}"
+            ) from e
         if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end):
             raise ValueError(f"{name}[{k}] needs 0 <= start < end (seconds), got {region!r}")
         out.append((start, end))
@@ -458,10 +564,14 @@ def _split_options(task: str, options: dict) -> tuple[DecodingOptions, FallbackO
         raise ValueError(f"temperature must be one number ≥ 0 or a non-empty sequence of them, not {temperature!r}")
     fallback = FallbackOptions(
         (temperature,) if isinstance(temperature, Real) else tuple(temperature),
-        opts.pop("compression_ratio_threshold", 2.4), opts.pop("logprob_threshold", -1.0),
-        opts.pop("no_speech_threshold", 0.6))
-    extra = {"best_of": checks.integer("best_of", opts.pop("best_of", 5), low=1),
-             "seed": checks.integer("seed", opts.pop("seed", 0), low=0)}
+        opts.pop("compression_ratio_threshold", 2.4),
+        opts.pop("logprob_threshold", -1.0),
+        opts.pop("no_speech_threshold", 0.6),
+    )
+    extra = {
+        "best_of": checks.integer("best_of", opts.pop("best_of", 5), low=1),
+        "seed": checks.integer("seed", opts.pop("seed", 0), low=0),
+    }
     try:
         decoding = DecodingOptions(task=task, **opts)
     except TypeError as e:
@@ -469,20 +579,32 @@ def _split_options(task: str, options: dict) -> tuple[DecodingOptions, FallbackO
     return decoding, fallback, extra
 
 
-def _file_result(windows: list[tuple[Window, DecodingResult, tuple[Segment, ...]]], language: str | None,
-                 fallback: FallbackOptions, words: bool = False) -> dict:
+def _file_result(
+    windows: list[tuple[Window, DecodingResult, tuple[Segment, ...]]],
+    language: str | None,
+    fallback: FallbackOptions,
+    words: bool = False,
+) -> dict:
     """One input's segments on its own timeline, in order; silent windows dropped as openai-whisper does."""
     segments, speech_by_language = [], Counter()
     for w, r, kept in sorted(windows, key=lambda x: x[0].start):
-        silent = (fallback.no_speech_threshold is not None and r.no_speech_prob > fallback.no_speech_threshold
-                  and (fallback.logprob_threshold is None or r.avg_logprob < fallback.logprob_threshold))
+        silent = (
+            fallback.no_speech_threshold is not None
+            and r.no_speech_prob > fallback.no_speech_threshold
+            and (fallback.logprob_threshold is None or r.avg_logprob < fallback.logprob_threshold)
+        )
         if silent:
             continue
         speech_by_language[r.language] += w.duration
         for s in kept:
             start, end = to_file_time(w, s.start, s.end)
-            segment = {"start": start, "end": end, "text": s.text.strip(), "avg_logprob": r.avg_logprob,
-                       "no_speech_prob": r.no_speech_prob}
+            segment = {
+                "start": start,
+                "end": end,
+                "text": s.text.strip(),
+                "avg_logprob": r.avg_logprob,
+                "no_speech_prob": r.no_speech_prob,
+            }
             if words:
                 segment["words"] = [_word_dict(w, word) for word in s.words]
             segments.append(segment)
@@ -503,9 +625,11 @@ def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int
     """Rows whose caches and activations fit in `share` of the free memory (CPU RAM or GPU)."""
     d = model.dims
     itemsize = model.dtype.size
-    per_row = itemsize * (2 * d.n_text_layer * d.n_audio_ctx * d.n_text_state  # cross-attention K/V
-                          + 2 * d.n_text_layer * d.n_text_ctx * d.n_text_state  # self-attention K/V
-                          + 8 * d.n_audio_ctx * d.n_audio_state)  # encoder output and activations
+    per_row = itemsize * (
+        2 * d.n_text_layer * d.n_audio_ctx * d.n_text_state  # cross-attention K/V
+        + 2 * d.n_text_layer * d.n_text_ctx * d.n_text_state  # self-attention K/V
+        + 8 * d.n_audio_ctx * d.n_audio_state
+    )  # encoder output and activations
     info = mx.device_info()
     free = info.get("max_recommended_working_set_size") or info.get("memory_size")
     if not free:  # MLX reports no memory size for the CPU: use the free RAM
@@ -524,8 +648,11 @@ def _as_list(inputs: Any, name: str) -> list:
             axis = int(np.argmin(inputs.shape))
             raise ValueError(
                 f"{name} is a 2-D array of shape {tuple(inputs.shape)}: for multi-channel audio, mix it down "
-                f"to mono first (a.mean(axis={axis})); for several recordings, pass a list of 1-D arrays (list(a))")
-        raise ValueError(f"{name} must be a 1-D waveform or a list of them, not an array of shape {tuple(inputs.shape)}")
+                f"to mono first (a.mean(axis={axis})); for several recordings, pass a list of 1-D arrays (list(a))"
+            )
+        raise ValueError(
+            f"{name} must be a 1-D waveform or a list of them, not an array of shape {tuple(inputs.shape)}"
+        )
     if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
         raise TypeError(f"{name} must be a path, a 1-D float waveform, or a list of them, not {type(inputs).__name__}")
     return list(inputs)
@@ -543,8 +670,7 @@ def _precheck(x: Any, name: str) -> None:
     elif is_file_object(x):
         return
     elif not isinstance(x, (np.ndarray, mx.array, Sequence)) or isinstance(x, bytes):
-        raise TypeError(f"{name} must be a path, a binary file object or a 1-D float waveform, "
-                        f"not {type(x).__name__}")
+        raise TypeError(f"{name} must be a path, a binary file object or a 1-D float waveform, not {type(x).__name__}")
 
 
 def _load(x: Any, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -63,7 +63,7 @@ def bind_fast_blas() -> str | None:
     for path in blas_candidates():
         try:
             lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            lib.cblas_sgemm  # must export CBLAS
+            _ = lib.cblas_sgemm  # must export CBLAS
         except (OSError, AttributeError) as e:
             _bind_error = f"{path}: {e}"
             continue

@@ -50,8 +50,9 @@ def frame_energy(audio: np.ndarray, frame: int = 512, block: int = 4096) -> np.n
     return out
 
 
-def split_long(regions: Sequence[tuple[float, float]], chunk_size: float, scores: np.ndarray | None,
-               frame: float = FRAME) -> list[tuple[float, float]]:
+def split_long(
+    regions: Sequence[tuple[float, float]], chunk_size: float, scores: np.ndarray | None, frame: float = FRAME
+) -> list[tuple[float, float]]:
     """Split every region longer than `chunk_size` at its lowest-scoring frame, as often as needed.
 
     The cut is searched in [start + chunk_size / 2, start + chunk_size) of the remaining part;
@@ -84,8 +85,11 @@ def merge_regions(regions: Sequence[tuple[float, float]], chunk_size: float) -> 
     return groups
 
 
-def plan_windows(speech: Sequence[Sequence[tuple[float, float]]], chunk_size: float = 30.0,
-                 scores: Sequence[np.ndarray | None] | None = None) -> list[Window]:
+def plan_windows(
+    speech: Sequence[Sequence[tuple[float, float]]],
+    chunk_size: float = 30.0,
+    scores: Sequence[np.ndarray | None] | None = None,
+) -> list[Window]:
     """Windows for every input (`speech[i]` are input i's sorted speech regions), longest first."""
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, not {chunk_size}")

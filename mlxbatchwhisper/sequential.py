@@ -42,7 +42,9 @@ class SequentialOptions:
             try:
                 stamps = [float(t) for t in stamps.split(",")] if stamps.strip() else []
             except ValueError as e:
-                raise ValueError(f"clip_timestamps must be comma-separated seconds, not {self.clip_timestamps!r}") from e
+                raise ValueError(
+                    f"clip_timestamps must be comma-separated seconds, not {self.clip_timestamps!r}"
+                ) from e
         points = [round(float(t) * FRAMES_PER_SECOND) for t in stamps] or [0]
         if any(p < 0 for p in points):
             raise ValueError(f"clip_timestamps must not be negative, not {self.clip_timestamps!r}")
@@ -92,7 +94,9 @@ class _Stream:
         return tuple(self.all_tokens[self.prompt_reset_since :])
 
 
-def cut_window(tokens: Sequence[int], tokenizer: Tokenizer, seek: int, size: int) -> tuple[list[tuple[float, float, list[int]]], int, bool]:
+def cut_window(
+    tokens: Sequence[int], tokenizer: Tokenizer, seek: int, size: int
+) -> tuple[list[tuple[float, float, list[int]]], int, bool]:
     """openai-whisper's segments of one window ((start, end, tokens) in file seconds), where the
     next window starts, and whether the window ended on a single timestamp (nothing left unsaid)."""
     tb = tokenizer.timestamp_begin
@@ -122,14 +126,27 @@ class SequentialTranscriber:
 
     ENCODE_BATCH = 8
 
-    def __init__(self, model: Whisper, tokenizer: Tokenizer, decoding: DecodingOptions, fallback: FallbackOptions,
-                 options: SequentialOptions = SequentialOptions(), words: WordAligner | None = None,
-                 best_of: int = 5, seed: int = 0):
+    def __init__(
+        self,
+        model: Whisper,
+        tokenizer: Tokenizer,
+        decoding: DecodingOptions,
+        fallback: FallbackOptions,
+        options: SequentialOptions = SequentialOptions(),
+        words: WordAligner | None = None,
+        best_of: int = 5,
+        seed: int = 0,
+    ):
         self.model, self.tokenizer, self.decoding, self.fallback = model, tokenizer, decoding, fallback
         self.options, self.words, self.best_of, self.seed = options, words, best_of, seed
 
-    def run(self, audios: dict[object, np.ndarray], languages: dict[object, str | None],
-            prompts: dict[object, tuple[int, ...]], batch_size: int) -> Iterator[tuple[object, dict]]:
+    def run(
+        self,
+        audios: dict[object, np.ndarray],
+        languages: dict[object, str | None],
+        prompts: dict[object, tuple[int, ...]],
+        batch_size: int,
+    ) -> Iterator[tuple[object, dict]]:
         """Yield (key, openai-whisper's result dict: text, segments, language) as each recording ends;
         each recording has its language (None: detected from its first 30 s) and initial prompt tokens."""
         streams = []
@@ -159,8 +176,9 @@ class SequentialTranscriber:
         for start in range(0, len(streams), self.ENCODE_BATCH):
             chunk = streams[start : start + self.ENCODE_BATCH]
             features = self.model.embed_audio(mx.stack([s.mel[:N_FRAMES] for s in chunk]))
-            for s, (code, _) in zip(chunk, detect_languages(self.model, self.tokenizer,
-                                                            self.model.decoder.cross_kv(features))):
+            for s, (code, _) in zip(
+                chunk, detect_languages(self.model, self.tokenizer, self.model.decoder.cross_kv(features))
+            ):
                 s.language = code
 
     def _step(self, windows: list[tuple[_Stream, int, int]]) -> None:
@@ -171,11 +189,14 @@ class SequentialTranscriber:
             encoded = self.model.embed_audio(mx.stack([s.window_mel(seek, size) for s, seek, size in chunk]))
             mx.eval(encoded)
             features += [encoded[k : k + 1] for k in range(len(chunk))]
-        items = [Item(key=i, features=f, prompt=s.prompt(), language=s.language, duration=size * HOP_LENGTH / SAMPLE_RATE)
-                 for i, ((s, _, size), f) in enumerate(zip(windows, features))]
+        items = [
+            Item(key=i, features=f, prompt=s.prompt(), language=s.language, duration=size * HOP_LENGTH / SAMPLE_RATE)
+            for i, ((s, _, size), f) in enumerate(zip(windows, features))
+        ]
         results: dict[int, DecodingResult] = {}
-        for item, result in decode_with_fallback(self.model, self.tokenizer, items, self.decoding, self.fallback,
-                                                 len(items), self.best_of, self.seed):
+        for item, result in decode_with_fallback(
+            self.model, self.tokenizer, items, self.decoding, self.fallback, len(items), self.best_of, self.seed
+        ):
             results[item.key] = result
         cut = []
         for (s, seek, size), f, i in zip(windows, features, range(len(windows))):
@@ -186,7 +207,7 @@ class SequentialTranscriber:
             segments, next_seek, single_ending = cut_window(result.tokens, self.tokenizer, seek, size)
             cut.append((s, seek, size, f, result, segments, next_seek, single_ending))
         timed = self._time_words(cut) if self.words is not None else [None] * len(cut)
-        for (s, seek, size, _, result, segments, next_seek, single_ending), words in zip(cut, timed):
+        for (s, seek, _, _, result, segments, next_seek, single_ending), words in zip(cut, timed):
             self._advance(s, seek, result, segments, next_seek, single_ending, words)
 
     def _silent(self, result: DecodingResult) -> bool:
@@ -200,29 +221,52 @@ class SequentialTranscriber:
         jobs = []
         for s, seek, size, features, _, segments, _, _ in cut:
             window = tuple(Segment(a, b, "", tuple(t)) for a, b, t in segments)
-            jobs.append(WordJob(features, window, s.language, size * HOP_LENGTH, seek * HOP_LENGTH / SAMPLE_RATE,
-                                s.last_speech))
+            jobs.append(
+                WordJob(features, window, s.language, size * HOP_LENGTH, seek * HOP_LENGTH / SAMPLE_RATE, s.last_speech)
+            )
         return self.words(jobs)
 
-    def _advance(self, s: _Stream, seek: int, result: DecodingResult, segments: list, next_seek: int,
-                 single_ending: bool, timed: tuple[Segment, ...] | None) -> None:
+    def _advance(
+        self,
+        s: _Stream,
+        seek: int,
+        result: DecodingResult,
+        segments: list,
+        next_seek: int,
+        single_ending: bool,
+        timed: tuple[Segment, ...] | None,
+    ) -> None:
         """Record a window's segments and move the stream to its next window."""
         tok = self.tokenizer
         offset = seek * HOP_LENGTH / SAMPLE_RATE
         s.seek = next_seek
         rows = []
         for k, (start, end, tokens) in enumerate(segments):
-            row = {"seek": seek, "start": start, "end": end, "text": tok.decode([t for t in tokens if t < tok.eot]),
-                   "tokens": tokens, "temperature": result.temperature, "avg_logprob": result.avg_logprob,
-                   "compression_ratio": result.compression_ratio, "no_speech_prob": result.no_speech_prob}
+            row = {
+                "seek": seek,
+                "start": start,
+                "end": end,
+                "text": tok.decode([t for t in tokens if t < tok.eot]),
+                "tokens": tokens,
+                "temperature": result.temperature,
+                "avg_logprob": result.avg_logprob,
+                "compression_ratio": result.compression_ratio,
+                "no_speech_prob": result.no_speech_prob,
+            }
             if timed is not None:
-                row.update(start=timed[k].start, end=timed[k].end,
-                           words=[{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
-                                  for w in timed[k].words])
+                row.update(
+                    start=timed[k].start,
+                    end=timed[k].end,
+                    words=[
+                        {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+                        for w in timed[k].words
+                    ],
+                )
             rows.append(row)
         if timed is not None:
-            last_word_end = next((w["end"] for r in reversed(rows) for w in reversed(r["words"])),
-                                 rows[-1]["end"] if rows else None)
+            last_word_end = next(
+                (w["end"] for r in reversed(rows) for w in reversed(r["words"])), rows[-1]["end"] if rows else None
+            )
             if not single_ending and last_word_end is not None and last_word_end > offset:
                 s.seek = round(last_word_end * FRAMES_PER_SECOND)
             if last_word_end is not None:
@@ -246,14 +290,20 @@ def as_segments(result: dict, words: bool) -> dict:
     for r in result["segments"]:
         if not r["text"].strip():
             continue
-        segment = {"start": round(r["start"], 3), "end": round(r["end"], 3), "text": r["text"].strip(),
-                   "avg_logprob": r["avg_logprob"], "no_speech_prob": r["no_speech_prob"]}
+        segment = {
+            "start": round(r["start"], 3),
+            "end": round(r["end"], 3),
+            "text": r["text"].strip(),
+            "avg_logprob": r["avg_logprob"],
+            "no_speech_prob": r["no_speech_prob"],
+        }
         if words:
-            segment["words"] = [{"word": w["word"].strip(), "start": w["start"], "end": w["end"],
-                                 "score": round(w["probability"], 3)} for w in r["words"]]
+            segment["words"] = [
+                {"word": w["word"].strip(), "start": w["start"], "end": w["end"], "score": round(w["probability"], 3)}
+                for w in r["words"]
+            ]
         segments.append(segment)
     out = {"segments": segments, "language": result["language"]}
     if words:
         out["word_segments"] = [w for s in segments for w in s["words"]]
     return out
-

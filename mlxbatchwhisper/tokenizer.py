@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import tiktoken
@@ -33,9 +33,18 @@ LANGUAGES = dict(
 )
 LANGUAGES = {code: name.replace("_", " ") for code, name in LANGUAGES.items()}
 _NAME_ALIASES = {
-    "burmese": "my", "valencian": "ca", "flemish": "nl", "haitian": "ht", "letzeburgesch": "lb",
-    "pushto": "ps", "panjabi": "pa", "moldavian": "ro", "moldovan": "ro", "sinhalese": "si",
-    "castilian": "es", "mandarin": "zh",
+    "burmese": "my",
+    "valencian": "ca",
+    "flemish": "nl",
+    "haitian": "ht",
+    "letzeburgesch": "lb",
+    "pushto": "ps",
+    "panjabi": "pa",
+    "moldavian": "ro",
+    "moldovan": "ro",
+    "sinhalese": "si",
+    "castilian": "es",
+    "mandarin": "zh",
 }
 TO_LANGUAGE_CODE = {**{name: code for code, name in LANGUAGES.items()}, **_NAME_ALIASES}
 
@@ -56,7 +65,7 @@ def language_code(language: str) -> str:
     raise ValueError(f"unsupported language {language!r}; use a code such as 'en' or a name such as 'english'")
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_encoding(name: str, num_languages: int) -> tiktoken.Encoding:
     """The tiktoken encoding `name` ('gpt2' or 'multilingual') with Whisper's special tokens."""
     path = ASSETS / f"{name}.tiktoken"
@@ -192,7 +201,7 @@ class Tokenizer:
         return tuple(t for t in range(self.eot) if any(c in "0123456789%$£" for c in self.encoding.decode([t])))
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_tokenizer(multilingual: bool, num_languages: int = 99) -> Tokenizer:
     """The tokenizer for an English-only (gpt2) or multilingual model."""
     name = "multilingual" if multilingual else "gpt2"

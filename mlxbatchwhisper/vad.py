@@ -284,8 +284,9 @@ class VadOptions:
         if not 0 < self.threshold < 1:
             raise ValueError(f"VAD threshold must be in (0, 1), not {self.threshold!r}")
         if self.neg_threshold is not None and not 0 < self.neg_threshold <= self.threshold:
-            raise ValueError(f"VAD neg_threshold must be in (0, threshold={self.threshold}], "
-                             f"not {self.neg_threshold!r}")
+            raise ValueError(
+                f"VAD neg_threshold must be in (0, threshold={self.threshold}], not {self.neg_threshold!r}"
+            )
         if math.isnan(self.max_speech_duration_s) or self.max_speech_duration_s <= 0:
             raise ValueError(f"VAD max_speech_duration_s must be positive, not {self.max_speech_duration_s!r}")
 

@@ -51,7 +51,8 @@ class AsrOptions:
 
     Accepted without effect: `prompt_reset_on_temperature` (only with condition_on_previous_text) and
     `multilingual` (the checkpoint says). `word_timestamps=True` times words with Whisper's own
-    alignment heads (openai-whisper's method; whisperX's `align` still works on the result). The rest must keep their defaults where `_unsupported` says so.
+    alignment heads (openai-whisper's method; whisperX's `align` still works on the result). The rest
+    must keep their defaults where `_unsupported` says so.
     """
 
     beam_size: int = 5
@@ -128,8 +129,11 @@ class AsrOptions:
 
     def word_options(self) -> dict[str, Any]:
         """The word-timestamp options, as `BatchedWhisper.transcribe_audio` keyword options."""
-        return {"word_timestamps": self.word_timestamps, "prepend_punctuations": self.prepend_punctuations,
-                "append_punctuations": self.append_punctuations}
+        return {
+            "word_timestamps": self.word_timestamps,
+            "prepend_punctuations": self.prepend_punctuations,
+            "append_punctuations": self.append_punctuations,
+        }
 
 
 # (option, the only value supported, why)

@@ -82,8 +82,9 @@ def _split_code_points(tokenizer: Tokenizer, tokens: Sequence[int]) -> tuple[lis
     return pieces, piece_tokens
 
 
-def _timings(tokenizer: Tokenizer, text_tokens: list[int], aligned: TokenAlignment, language: str | None
-             ) -> list[_Timing]:
+def _timings(
+    tokenizer: Tokenizer, text_tokens: list[int], aligned: TokenAlignment, language: str | None
+) -> list[_Timing]:
     """Each word's start and end (the start of its first token and of the next word's) and probability."""
     words, word_tokens = split_words(tokenizer, text_tokens + [tokenizer.eot], language)
     if len(word_tokens) <= 1:
@@ -115,9 +116,15 @@ def _merge_punctuation(timings: list[_Timing], prepended: str, appended: str) ->
             target = j
 
 
-def attach_words(tokenizer: Tokenizer, segments: Sequence[Segment], aligned: TokenAlignment, language: str | None,
-                 options: WordOptions = WordOptions(), last_speech: float = 0.0, offset: float = 0.0
-                 ) -> tuple[Segment, ...]:
+def attach_words(
+    tokenizer: Tokenizer,
+    segments: Sequence[Segment],
+    aligned: TokenAlignment,
+    language: str | None,
+    options: WordOptions = WordOptions(),
+    last_speech: float = 0.0,
+    offset: float = 0.0,
+) -> tuple[Segment, ...]:
     """`segments` (one window's, aligned together) with their words, and starts/ends fitted to them.
 
     `offset` is the window's start on the segments' timeline, `last_speech` the end of the speech
@@ -143,8 +150,9 @@ def attach_words(tokenizer: Tokenizer, segments: Sequence[Segment], aligned: Tok
         while k < len(timings) and used < len(tokens):
             t = timings[k]
             if t.word:
-                words.append([t.word, float(np.round(offset + t.start, 2)), float(np.round(offset + t.end, 2)),
-                              t.probability])
+                words.append(
+                    [t.word, float(np.round(offset + t.start, 2)), float(np.round(offset + t.end, 2)), t.probability]
+                )
             used += len(t.tokens)
             k += 1
         start, end = segment.start, segment.end
@@ -155,13 +163,15 @@ def attach_words(tokenizer: Tokenizer, segments: Sequence[Segment], aligned: Tok
     return tuple(out)
 
 
-def _fit(words: list[list], start: float, end: float, median: float, longest: float, last_speech: float
-         ) -> tuple[float, float]:
+def _fit(
+    words: list[list], start: float, end: float, median: float, longest: float, last_speech: float
+) -> tuple[float, float]:
     """Clamp over-long first/last words (after a pause, or against the segment's own timestamps);
     returns the segment's start and end, moved to its words where those are plausible."""
     first, second = words[0], words[1] if len(words) > 1 else None
     if first[2] - last_speech > 4 * median and (
-            first[2] - first[1] > longest or (second is not None and second[2] - first[1] > 2 * longest)):
+        first[2] - first[1] > longest or (second is not None and second[2] - first[1] > 2 * longest)
+    ):
         if second is not None and second[2] - second[1] > longest:
             first[2] = second[1] = max(second[2] / 2, second[2] - longest)
         first[1] = max(0, first[2] - longest)
@@ -199,13 +209,22 @@ class WordAligner:
     def __call__(self, jobs: Sequence[WordJob]) -> list[tuple[Segment, ...]]:
         tok = self.tokenizer
         rows = [
-            AlignmentRow(job.features, self._prefix(job.language),
-                         tuple(t for s in job.segments for t in s.tokens if t < tok.eot), job.num_samples, job.cross_kv)
+            AlignmentRow(
+                job.features,
+                self._prefix(job.language),
+                tuple(t for s in job.segments for t in s.tokens if t < tok.eot),
+                job.num_samples,
+                job.cross_kv,
+            )
             for job in jobs
         ]
         aligned = align_tokens(self.model, rows, tok.eot)
-        return [attach_words(tok, job.segments, a, job.language, self.options, job.last_speech, job.offset)
-                if row.text_tokens else job.segments for job, row, a in zip(jobs, rows, aligned)]
+        return [
+            attach_words(tok, job.segments, a, job.language, self.options, job.last_speech, job.offset)
+            if row.text_tokens
+            else job.segments
+            for job, row, a in zip(jobs, rows, aligned)
+        ]
 
     def _prefix(self, language: str | None) -> tuple[int, ...]:
         tok = self.tokenizer
@@ -213,8 +232,9 @@ class WordAligner:
         return (*sot, tok.no_timestamps)
 
 
-def with_words(aligner: WordAligner, stream: Iterable[tuple[Item, DecodingResult, tuple[Segment, ...], T]],
-               batch_size: int) -> Iterator[tuple[Item, DecodingResult, tuple[Segment, ...], T]]:
+def with_words(
+    aligner: WordAligner, stream: Iterable[tuple[Item, DecodingResult, tuple[Segment, ...], T]], batch_size: int
+) -> Iterator[tuple[Item, DecodingResult, tuple[Segment, ...], T]]:
     """Pass (item, result, segments, payload) through, the segments given their words; windows are
     aligned `batch_size` at a time, so results come out in bursts, in the order they went in."""
     pending: list[tuple[Item, DecodingResult, tuple[Segment, ...], T, WordJob]] = []
@@ -227,8 +247,13 @@ def with_words(aligner: WordAligner, stream: Iterable[tuple[Item, DecodingResult
 
     for item, result, segments, payload in stream:
         samples = len(item.audio) if item.audio is not None else round(item.duration * SAMPLE_RATE)
-        job = WordJob(item.features, tuple(segments), result.language, samples,  # before the decoder drops them
-                      cross_kv=item.cross_kv)
+        job = WordJob(
+            item.features,
+            tuple(segments),
+            result.language,
+            samples,  # before the decoder drops them
+            cross_kv=item.cross_kv,
+        )
         pending.append((item, result, segments, payload, job))
         if len(pending) >= batch_size:
             yield from flush()

@@ -49,8 +49,10 @@ class SubtitleOptions:
 
 def _lines(result: dict) -> list[tuple[float, float, str]]:
     """(start, end, text) per segment, text on one line and free of the cue arrow."""
-    return [(s["start"], s["end"], " ".join(s["text"].strip().splitlines()).replace("-->", "->"))
-            for s in result["segments"]]
+    return [
+        (s["start"], s["end"], " ".join(s["text"].strip().splitlines()).replace("-->", "->"))
+        for s in result["segments"]
+    ]
 
 
 def _cues(result: dict, options: SubtitleOptions) -> list[tuple[float, float, str]]:
@@ -74,8 +76,9 @@ def _cues(result: dict, options: SubtitleOptions) -> list[tuple[float, float, st
     return cues
 
 
-def _word_groups(segments: list[dict], language: str | None, options: SubtitleOptions
-                 ) -> list[list[tuple[float, float, str]]]:
+def _word_groups(
+    segments: list[dict], language: str | None, options: SubtitleOptions
+) -> list[list[tuple[float, float, str]]]:
     """Words grouped into cues, each word's text carrying the space or line break before it."""
     keep_segments = options.max_line_count is None or options.max_line_width is None
     width = options.max_line_width or 1000
@@ -96,8 +99,9 @@ def _word_groups(segments: list[dict], language: str | None, options: SubtitleOp
                     used += len(text)
                 else:
                     text = text.strip()
-                    if new_segment or (cue and options.max_line_count is not None
-                                       and (pause or lines >= options.max_line_count)):
+                    if new_segment or (
+                        cue and options.max_line_count is not None and (pause or lines >= options.max_line_count)
+                    ):
                         groups.append(cue)
                         cue, lines = [], 1
                     elif used > 0:
@@ -122,8 +126,10 @@ def _ms(seconds: float) -> int:
 
 def to_srt(result: dict, options: SubtitleOptions = SubtitleOptions()) -> str:
     """SubRip: numbered cues, HH:MM:SS,mmm times."""
-    blocks = [f"{i}\n{format_timestamp(a, ',', True)} --> {format_timestamp(b, ',', True)}\n{text}\n"
-              for i, (a, b, text) in enumerate(_cues(result, options), start=1)]
+    blocks = [
+        f"{i}\n{format_timestamp(a, ',', True)} --> {format_timestamp(b, ',', True)}\n{text}\n"
+        for i, (a, b, text) in enumerate(_cues(result, options), start=1)
+    ]
     return "\n".join(blocks)
 
 
@@ -132,10 +138,13 @@ def to_vtt(result: dict, options: SubtitleOptions = SubtitleOptions()) -> str:
     escape = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
 
     def escaped(text: str) -> str:
+        if not options.highlight_words:
+            return text.translate(escape)
         return "<u>".join("</u>".join(p.translate(escape) for p in part.split("</u>")) for part in text.split("<u>"))
 
-    cues = [f"{format_timestamp(a)} --> {format_timestamp(b)}\n{escaped(text) if options.highlight_words else text.translate(escape)}\n"
-            for a, b, text in _cues(result, options)]
+    cues = [
+        f"{format_timestamp(a)} --> {format_timestamp(b)}\n{escaped(text)}\n" for a, b, text in _cues(result, options)
+    ]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
@@ -211,8 +220,14 @@ def _umask() -> int:
     return mask
 
 
-def write_result(result: dict, name: str, output_dir: str | os.PathLike, fmt: str = "all",
-                 overwrite: bool = True, subtitles: SubtitleOptions = SubtitleOptions()) -> list[Path]:
+def write_result(
+    result: dict,
+    name: str,
+    output_dir: str | os.PathLike,
+    fmt: str = "all",
+    overwrite: bool = True,
+    subtitles: SubtitleOptions = SubtitleOptions(),
+) -> list[Path]:
     """Write `result` as <output_dir>/<name>.<fmt> (every format for "all"), each file atomically;
     return the paths written (without `overwrite`, files that exist are kept and not returned)."""
     Path(output_dir).mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
 The vocabularies are data published by OpenAI under the MIT license (assets/WHISPER_LICENSE).
 Usage: scripts/make_assets.py [WHEEL]   (default: pip download openai-whisper into a temp dir)
 """
+
 import subprocess
 import sys
 import tempfile
@@ -19,8 +20,10 @@ def main() -> None:
         if len(sys.argv) > 1:
             wheel = Path(sys.argv[1])
         else:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
-                            "openai-whisper==20250625", "-d", tmp], check=True)
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "openai-whisper==20250625", "-d", tmp],
+                check=True,
+            )
             wheel = next(Path(tmp).glob("openai[-_]whisper*"))
         if wheel.suffix == ".whl":
             with zipfile.ZipFile(wheel) as z:

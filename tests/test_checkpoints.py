@@ -23,9 +23,17 @@ def logits_of(model, seed=0):
 def hf_random(tmp_path_factory):
     transformers = pytest.importorskip("transformers")
     config = transformers.WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256,
-        max_source_positions=1500, max_target_positions=448,
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+        max_source_positions=1500,
+        max_target_positions=448,
     )
     torch.manual_seed(0)
     model = transformers.WhisperForConditionalGeneration(config).eval()
@@ -39,8 +47,9 @@ def test_hf_layout_matches_transformers_forward(hf_random):
     ours = load_model(path)
     logits, mel, tokens = logits_of(ours)
     with torch.no_grad():
-        expected = ref(input_features=torch.from_numpy(mel).transpose(1, 2),
-                       decoder_input_ids=torch.from_numpy(tokens)).logits.numpy()
+        expected = ref(
+            input_features=torch.from_numpy(mel).transpose(1, 2), decoder_input_ids=torch.from_numpy(tokens)
+        ).logits.numpy()
     assert np.abs(logits - expected).max() <= 1e-3 * np.abs(expected).max()
 
 
@@ -122,7 +131,9 @@ def test_wrong_shapes_are_listed(tmp_path):
     config = json.loads((path / "config.json").read_text())
     config["n_text_state"], config["n_text_head"] = 512, 8  # heads must divide the width
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"decoder\.token_embedding\.weight: checkpoint \(51864, 384\), model \(51864, 512\)"):
+    with pytest.raises(
+        CheckpointError, match=r"decoder\.token_embedding\.weight: checkpoint \(51864, 384\), model \(51864, 512\)"
+    ):
         load_model(path)
 
 

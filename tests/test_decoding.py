@@ -1,6 +1,6 @@
 """Batched decoding against openai-whisper and against itself (each row alone)."""
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ whisper = pytest.importorskip("whisper")
 GREEDY = dict(temperature=0.0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str) -> BatchedWhisper:
     return BatchedWhisper.from_pretrained(name)
 
@@ -26,7 +26,7 @@ def names_for(name: str) -> list[str]:
     return [n for n in segment_names() if name == "base" or manifest()[n]["language"] == "en"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def alone(name: str, segment: str, prompt: str | None = None):
     return model(name).transcribe([corpus_audio(segment)], batch_size=1, initial_prompt=prompt, **GREEDY)[0]
 
@@ -73,9 +73,14 @@ def test_beam_search_matches_openai():
 
 def test_prompted_rows_match_openai_and_their_own_decoding_alone():
     """Rows with prompts of different lengths share one left-padded batch."""
-    prompts = {"d01": "Trains, stations and coffee.", "d02": None, "d05": "A long prompt about many different things " * 4}
-    ours = model("tiny.en").transcribe([corpus_audio(n) for n in prompts], batch_size=3,
-                                       initial_prompt=list(prompts.values()), **GREEDY)
+    prompts = {
+        "d01": "Trains, stations and coffee.",
+        "d02": None,
+        "d05": "A long prompt about many different things " * 4,
+    }
+    ours = model("tiny.en").transcribe(
+        [corpus_audio(n) for n in prompts], batch_size=3, initial_prompt=list(prompts.values()), **GREEDY
+    )
     for (segment, prompt), r in zip(prompts.items(), ours):
         assert r.tokens == alone("tiny.en", segment, prompt).tokens
         ref = openai_decode("tiny.en", segment, temperature=0.0, prompt=prompt)
@@ -87,8 +92,9 @@ def test_batch_invariance(name, examples):
     """Every row decodes to the same tokens alone and inside any batch (greedy, fp32)."""
     names = names_for(name)
 
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(st.lists(st.sampled_from(names), min_size=2, max_size=6, unique=True), st.integers(1, 6))
     def check(chosen, batch_size):
         results = model(name).transcribe([corpus_audio(n) for n in chosen], batch_size=batch_size, **GREEDY)
@@ -114,11 +120,13 @@ def test_results_come_back_in_input_order_with_timestamps():
 def test_temperature_fallback_per_row():
     audios = [corpus_audio("d01"), corpus_audio("d02")]
     # an impossible log-probability threshold sends every row through every temperature
-    hot = model("tiny.en").transcribe(audios, temperature=(0.0, 0.5), logprob_threshold=0.0,
-                                      no_speech_threshold=None, seed=3)
+    hot = model("tiny.en").transcribe(
+        audios, temperature=(0.0, 0.5), logprob_threshold=0.0, no_speech_threshold=None, seed=3
+    )
     assert [r.temperature for r in hot] == [0.5, 0.5]
-    again = model("tiny.en").transcribe(audios, temperature=(0.0, 0.5), logprob_threshold=0.0,
-                                        no_speech_threshold=None, seed=3)
+    again = model("tiny.en").transcribe(
+        audios, temperature=(0.0, 0.5), logprob_threshold=0.0, no_speech_threshold=None, seed=3
+    )
     assert [r.tokens for r in hot] == [r.tokens for r in again]  # seeded sampling repeats
     calm = model("tiny.en").transcribe(audios, batch_size=2)
     assert [r.temperature for r in calm] == [0.0, 0.0]

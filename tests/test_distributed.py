@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import ray  # the ray extra is part of the test extras: a missing Ray fails here, it is not skipped
 import ray.data
 
@@ -33,8 +32,9 @@ def reference():
     from mlxbatchwhisper import BatchedWhisper
 
     model = BatchedWhisper.from_pretrained("tiny.en")
-    return lambda paths, **options: dict(zip(map(str, paths), model.transcribe_audio([str(p) for p in paths],
-                                                                                      batch_size=16, **options)))
+    return lambda paths, **options: dict(
+        zip(map(str, paths), model.transcribe_audio([str(p) for p in paths], batch_size=16, **options))
+    )
 
 
 def corpus(*names: str) -> list[Path]:
@@ -55,13 +55,15 @@ def assert_same(row: dict, expected: dict) -> None:
     assert row["error"] is None
     segments = json.loads(row["segments"])
     assert [(s["start"], s["end"], s["text"]) for s in segments] == [
-        (s["start"], s["end"], s["text"]) for s in expected["segments"]]
+        (s["start"], s["end"], s["text"]) for s in expected["segments"]
+    ]
     for got, want in zip(segments, expected["segments"]):
         assert got["avg_logprob"] == pytest.approx(want["avg_logprob"], abs=1e-4)
         assert got["no_speech_prob"] == pytest.approx(want["no_speech_prob"], abs=1e-4)
     for got, want in zip(segments, expected["segments"]):
         assert [(w["word"], w["start"], w["end"]) for w in got.get("words", [])] == [
-            (w["word"], w["start"], w["end"]) for w in want.get("words", [])]
+            (w["word"], w["start"], w["end"]) for w in want.get("words", [])
+        ]
     assert row["text"] == " ".join(s["text"] for s in expected["segments"]) and row["text"]
     assert row["language"] == expected["language"]
 
@@ -85,8 +87,11 @@ def test_paths_give_one_machines_results_and_a_corrupt_file_its_error(cluster, r
 def test_file_bytes_rows_with_word_timestamps(cluster, reference):
     files = corpus("d05", "d06")
     ds = ray.data.read_binary_files([str(p) for p in files], include_paths=True)
-    rows = by_path(transcribe_dataset(ds, model="tiny.en", audio_column="bytes", files_per_batch=2,
-                                      word_timestamps=True).take_all())
+    rows = by_path(
+        transcribe_dataset(
+            ds, model="tiny.en", audio_column="bytes", files_per_batch=2, word_timestamps=True
+        ).take_all()
+    )
     for path, expected in reference(files, word_timestamps=True).items():
         assert all(s["words"] for s in expected["segments"])
         assert_same(rows[path], expected)

@@ -37,8 +37,10 @@ def test_gelu_in_place_is_exact():
 
 def test_one_query_attention_matches_sdpa():
     key = mx.random.key(1)
-    q, k, v = (mx.random.normal(s, key=kk) for s, kk in zip(
-        [(3, 6, 1, 64), (3, 6, 1500, 64), (3, 6, 1500, 64)], mx.random.split(key, 3)))
+    q, k, v = (
+        mx.random.normal(s, key=kk)
+        for s, kk in zip([(3, 6, 1, 64), (3, 6, 1500, 64), (3, 6, 1500, 64)], mx.random.split(key, 3))
+    )
     ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
     assert np.abs(np.array(kernels.cross_attention(q, k, v)) - np.array(ref)).max() < 1e-5
 

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 import wave
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from reference import DATA, corpus_audio, manifest, openai_model, wer
 whisper = pytest.importorskip("whisper")
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str = "tiny.en") -> BatchedWhisper:
     return BatchedWhisper.from_pretrained(name)
 
@@ -62,9 +62,12 @@ def test_pooled_files_give_each_file_its_own_text():
     for x, result in zip(inputs, pooled):
         alone = model().transcribe_audio([x], batch_size=4)[0]
         assert [(s["start"], s["end"], s["text"]) for s in result["segments"]] == [
-            (s["start"], s["end"], s["text"]) for s in alone["segments"]]
+            (s["start"], s["end"], s["text"]) for s in alone["segments"]
+        ]
         # log-probabilities agree to BLAS rounding (batch shapes differ)
-        assert all(abs(a["avg_logprob"] - b["avg_logprob"]) < 1e-5 for a, b in zip(result["segments"], alone["segments"]))
+        assert all(
+            abs(a["avg_logprob"] - b["avg_logprob"]) < 1e-5 for a, b in zip(result["segments"], alone["segments"])
+        )
     assert "honey" in text_of(pooled[1])
 
 
@@ -84,18 +87,21 @@ def test_external_vad_segments_and_no_vad():
     first = regions[0]
     part = model().transcribe_audio(audio, vad_segments=[[first]])[0]
     assert part["segments"] and all(first["start"] <= s["start"] <= s["end"] <= first["end"] for s in part["segments"])
-    alone = model().transcribe([audio[round(first["start"] * 16000):round(first["end"] * 16000)]])[0]
+    alone = model().transcribe([audio[round(first["start"] * 16000) : round(first["end"] * 16000)]])[0]
     assert text_of(part) == " ".join(s.text.strip() for s in alone.segments)
     whole = model().transcribe_audio(audio, vad=False)[0]
     assert wer([manifest()["long_60s"]["text"]], [text_of(whole)]) < 0.3
 
 
-@pytest.mark.parametrize("regions, match", [
-    ([{"start": -1.0, "end": 2.0}], "start < end"),
-    ([{"start": 3.0, "end": 2.0}], "start < end"),
-    ([{"begin": 0.0, "end": 2.0}], "'start' and 'end'"),
-    (["0-2"], "'start' and 'end'"),
-])
+@pytest.mark.parametrize(
+    "regions, match",
+    [
+        ([{"start": -1.0, "end": 2.0}], "start < end"),
+        ([{"start": 3.0, "end": 2.0}], "start < end"),
+        ([{"begin": 0.0, "end": 2.0}], "'start' and 'end'"),
+        (["0-2"], "'start' and 'end'"),
+    ],
+)
 def test_bad_vad_segments_are_refused(regions, match):
     with pytest.raises(ValueError, match=match):
         model().transcribe_audio(corpus_audio("d01"), vad_segments=[regions])
@@ -157,7 +163,9 @@ def test_bad_inputs_are_reported_and_the_others_finish(tmp_path):
 def test_cli_writes_every_format_and_reports_failures(tmp_path, capsys):
     out = tmp_path / "out"
     assert cli([str(DATA / "long_60s.wav"), "-o", str(out), "--batch-size", "8"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"long_60s.{f}" for f in ("srt", "vtt", "json", "txt", "tsv"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"long_60s.{f}" for f in ("srt", "vtt", "json", "txt", "tsv")
+    )
     result = json.loads((out / "long_60s.json").read_text())
     import srt
     import webvtt
@@ -196,11 +204,12 @@ def test_two_hours_of_audio_without_memory_growing_with_length(tmp_path):
             block = np.zeros(16000 * 60, np.int16)
             for m in range(minutes):
                 if m % 10 == 5:  # a passage every ten minutes, silence around it
-                    w.writeframes(np.concatenate([speech, block[len(speech):]]).tobytes())
+                    w.writeframes(np.concatenate([speech, block[len(speech) :]]).tobytes())
                 else:
                     w.writeframes(block.tobytes())
-        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True,
-                             check=True, cwd=DATA.parent)
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True, check=True, cwd=DATA.parent
+        )
         segments, peak_mb = map(int, out.stdout.split()[-2:])
         assert segments >= minutes // 10
         peaks[minutes] = peak_mb

@@ -61,8 +61,16 @@ def test_float_round_trip_from_each_layout(layout, sources, float_logits, tmp_pa
 def test_round_trip_from_hugging_face_layout(tmp_path):
     transformers = pytest.importorskip("transformers")
     config = transformers.WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=64, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=256, decoder_ffn_dim=256)
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+    )
     torch.manual_seed(0)
     transformers.WhisperForConditionalGeneration(config).save_pretrained(tmp_path / "hf")
     convert(tmp_path / "hf", tmp_path / "out", dtype="float32")
@@ -83,8 +91,10 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 # next-token distributions within a mean KL of 0.0005; int4 moves them by 16-27%, keeps 84-95%
 # and mean KL 0.04-0.09. The bounds allow about 2-3x the measured error, no more, so that a
 # broken scale, group layout or dequantization (errors of 100% and more) cannot pass.
-@pytest.mark.parametrize("bits, group, max_rms, max_kl, min_top1", [
-    (8, 64, 0.05, 0.005, 0.95), (4, 64, 0.45, 0.2, 0.75), (4, 32, 0.45, 0.2, 0.75)])
+@pytest.mark.parametrize(
+    "bits, group, max_rms, max_kl, min_top1",
+    [(8, 64, 0.05, 0.005, 0.95), (4, 64, 0.45, 0.2, 0.75), (4, 32, 0.45, 0.2, 0.75)],
+)
 def test_quantized_logits_stay_close(bits, group, max_rms, max_kl, min_top1, float_logits, tmp_path):
     convert("tiny.en", tmp_path / "q", dtype="float32", quantize=True, bits=bits, group_size=group)
     q = teacher_forced_logits(load_model(tmp_path / "q"))
@@ -100,8 +110,11 @@ def test_quantized_config_block_and_sizes(tmp_path):
     fp16 = convert("tiny.en", tmp_path / "fp16", dtype="float16")
     q4 = convert("tiny.en", tmp_path / "q4", quantize=True, bits=4, group_size=64)
     config = json.loads((tmp_path / "q4" / "config.json").read_text())
-    assert config["quantization"] == {"group_size": 64, "bits": 4,
-                                      "decoder.token_embedding": {"group_size": 64, "bits": 8}}
+    assert config["quantization"] == {
+        "group_size": 64,
+        "bits": 4,
+        "decoder.token_embedding": {"group_size": 64, "bits": 8},
+    }
     assert not q4.mlx_whisper_compatible
     weights = mx.load(str(tmp_path / "q4" / "weights.safetensors"))
     assert weights["encoder.blocks.0.mlp1.weight"].dtype == mx.uint32  # packed
@@ -143,7 +156,7 @@ def test_quantized_batched_decoding_is_batch_invariant(tmp_path):
 
 
 def test_mlx_whisper_reads_our_output_and_we_read_theirs(tmp_path):
-    mlx_whisper = pytest.importorskip("mlx_whisper")
+    pytest.importorskip("mlx_whisper")
     from mlx_whisper.load_models import load_model as their_load
     from mlx_whisper.whisper import ModelDimensions as TheirDims
     from mlx_whisper.whisper import Whisper as TheirWhisper
@@ -167,8 +180,9 @@ def test_mlx_whisper_reads_our_output_and_we_read_theirs(tmp_path):
     nn.quantize(model, group_size=64, bits=8)
     out = tmp_path / "theirs"
     out.mkdir()
-    (out / "config.json").write_text(json.dumps({**ckpt.dims.to_dict(), "model_type": "whisper",
-                                                 "quantization": {"group_size": 64, "bits": 8}}))
+    (out / "config.json").write_text(
+        json.dumps({**ckpt.dims.to_dict(), "model_type": "whisper", "quantization": {"group_size": 64, "bits": 8}})
+    )
     saved = dict(nn.utils.tree_flatten(model.parameters()))
     assert "alignment_heads" in saved  # as their converter writes it
     mx.save_safetensors(str(out / "weights.safetensors"), saved)

@@ -8,7 +8,7 @@ import stat
 import subprocess
 import sys
 import time
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import mlx.core as mx
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ONE_SECOND = [np.zeros(16000, np.float32)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def model() -> BatchedWhisper:
     return BatchedWhisper.from_pretrained("tiny.en")
 
@@ -49,24 +49,27 @@ def mlx_dir(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- options and inputs
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"temperature": "hot"}, "temperature must be one number"),
-    ({"temperature": float("inf")}, "temperature must be a finite number"),
-    ({"temperature": (0.0, "x")}, "temperature must be a finite number"),
-    ({"temperature": -0.5}, "temperature must be ≥ 0"),
-    ({"suppress_tokens": "abc"}, "suppress_tokens must be comma-separated token ids"),
-    ({"suppress_tokens": [1.5]}, "suppress_tokens must be"),
-    ({"max_initial_timestamp": -5}, "max_initial_timestamp must be ≥ 0"),
-    ({"beam_size": 2, "patience": -1.0}, "patience must be > 0"),
-    ({"beam_size": 2.5}, "beam_size must be an integer"),
-    ({"length_penalty": "long"}, "length_penalty must be a finite number"),
-    ({"sample_len": 0}, "sample_len must be at least 1"),
-    ({"best_of": True}, "best_of must be an integer"),
-    ({"seed": "x"}, "seed must be an integer"),
-    ({"no_speech_threshold": 2}, "no_speech_threshold must be ≥ 0 and ≤ 1"),
-    ({"compression_ratio_threshold": float("nan")}, "compression_ratio_threshold must be a finite number"),
-    ({"suppress_blank": "yes"}, "suppress_blank must be True or False"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"temperature": "hot"}, "temperature must be one number"),
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"temperature": (0.0, "x")}, "temperature must be a finite number"),
+        ({"temperature": -0.5}, "temperature must be ≥ 0"),
+        ({"suppress_tokens": "abc"}, "suppress_tokens must be comma-separated token ids"),
+        ({"suppress_tokens": [1.5]}, "suppress_tokens must be"),
+        ({"max_initial_timestamp": -5}, "max_initial_timestamp must be ≥ 0"),
+        ({"beam_size": 2, "patience": -1.0}, "patience must be > 0"),
+        ({"beam_size": 2.5}, "beam_size must be an integer"),
+        ({"length_penalty": "long"}, "length_penalty must be a finite number"),
+        ({"sample_len": 0}, "sample_len must be at least 1"),
+        ({"best_of": True}, "best_of must be an integer"),
+        ({"seed": "x"}, "seed must be an integer"),
+        ({"no_speech_threshold": 2}, "no_speech_threshold must be ≥ 0 and ≤ 1"),
+        ({"compression_ratio_threshold": float("nan")}, "compression_ratio_threshold must be a finite number"),
+        ({"suppress_blank": "yes"}, "suppress_blank must be True or False"),
+    ],
+)
 def test_bad_options_are_refused_naming_the_option(options, match):
     with pytest.raises(ValueError, match=match):
         model().transcribe(ONE_SECOND, **options)
@@ -78,7 +81,9 @@ def test_inputs_that_are_not_audio_are_refused_with_a_type_error():
     for bad in (5, None):
         with pytest.raises(TypeError, match="audio_or_paths must be a path, a 1-D float waveform, or a list"):
             model().transcribe_audio(bad)
-    with pytest.raises(TypeError, match="input 1 must be a path, a binary file object or a 1-D float waveform, not int"):
+    with pytest.raises(
+        TypeError, match="input 1 must be a path, a binary file object or a 1-D float waveform, not int"
+    ):
         model().transcribe_audio([ONE_SECOND[0], 5])
 
 
@@ -132,11 +137,14 @@ def test_on_error_raise_keeps_the_finished_results(tmp_path):
 # ---------------------------------------------------------------- checkpoints and the converter
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("n_audio_head", 5, r"config\.json: n_audio_head \(5\) does not divide n_audio_state \(384\)"),
-    ("n_text_layer", "four", r"config\.json: n_text_layer must be a positive integer, not 'four'"),
-    ("n_vocab", 0, r"config\.json: n_vocab must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("n_audio_head", 5, r"config\.json: n_audio_head \(5\) does not divide n_audio_state \(384\)"),
+        ("n_text_layer", "four", r"config\.json: n_text_layer must be a positive integer, not 'four'"),
+        ("n_vocab", 0, r"config\.json: n_vocab must be a positive integer"),
+    ],
+)
 def test_bad_checkpoint_configs_name_the_file_and_field(tmp_path, mlx_dir, field, value, match):
     bad = tmp_path / "bad"
     shutil.copytree(mlx_dir, bad)
@@ -214,8 +222,14 @@ print("identical" if all(out[k] == serial for k in ("first", "a", "b")) else f"d
 
 
 def test_a_model_is_usable_from_worker_threads_with_serial_results():
-    run = subprocess.run([sys.executable, "-c", THREADS, str(DATA / "d01.wav"), str(DATA / "d02.wav")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", THREADS, str(DATA / "d01.wav"), str(DATA / "d02.wav")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     assert run.stdout.strip().splitlines()[-1:] == ["identical"], run.stdout + run.stderr[-2000:]
     assert "Stream" not in run.stderr
 
@@ -230,8 +244,13 @@ def command(*args: str) -> list[str]:
 def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     files = [str(DATA / "long_form.wav")] * 3
-    proc = subprocess.Popen(command(*files, "-o", str(tmp_path), "--batch-size", "2"), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command(*files, "-o", str(tmp_path), "--batch-size", "2"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     seen = b""
     while b"audio:" not in seen:  # the progress bar: the model is loaded and decoding has begun
         chunk = os.read(proc.stderr.fileno(), 4096)
@@ -249,8 +268,13 @@ def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path):
 def test_a_closed_stdout_is_not_an_error(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     files = [str(DATA / f"d0{i}.wav") for i in (1, 2, 3)]
-    proc = subprocess.Popen(command(*files, "-o", str(tmp_path), "-f", "txt"), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command(*files, "-o", str(tmp_path), "-f", "txt"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = proc.stdout.readline()  # as `| head -1` does: read one line, then close the pipe
     proc.stdout.close()
     err = proc.stderr.read().decode()
@@ -286,8 +310,11 @@ def test_unusable_output_paths_are_refused_before_decoding(tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     (tmp_path / "out" / "d05.json").mkdir(parents=True)
-    cases = [(a_file, "exists and is not a directory"), (a_file / "sub", "cannot write there"),
-             (tmp_path / "out", "transcript paths exist as directories")]
+    cases = [
+        (a_file, "exists and is not a directory"),
+        (a_file / "sub", "cannot write there"),
+        (tmp_path / "out", "transcript paths exist as directories"),
+    ]
     for out, message in cases:
         start = time.perf_counter()
         assert cli([str(DATA / "d05.wav"), str(DATA / "d06.wav"), "-o", str(out)]) == 2

@@ -9,8 +9,9 @@ from mlxbatchwhisper import runtime
 
 
 def run_python(code: str, **env) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, **env}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, check=True
+    )
     return out.stdout.strip()
 
 
@@ -36,7 +37,10 @@ def test_environment_variable_names_the_library():
     candidates = [p for p in runtime.blas_candidates() if p != os.environ.get(runtime.BLAS_ENV)]
     if not candidates:
         pytest.skip("no optimized BLAS installed here")
-    code = "import mlxbatchwhisper as m; from mlxbatchwhisper import runtime as r; print(m.runtime_info()['blas']); print(r.loaded_blas())"
+    code = (
+        "import mlxbatchwhisper as m; from mlxbatchwhisper import runtime as r; "
+        "print(m.runtime_info()['blas']); print(r.loaded_blas())"
+    )
     out = run_python(code, MLXBATCHWHISPER_BLAS=candidates[-1]).splitlines()
     assert out[0] == candidates[-1]
     assert os.path.realpath(candidates[-1]) in [os.path.realpath(p) for p in eval(out[1])]

@@ -32,8 +32,12 @@ def covered(intervals):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(speech_regions(), min_size=1, max_size=4), st.sampled_from([5.0, 15.0, 30.0]),
-       st.integers(0, 2**31 - 1), st.booleans())
+@given(
+    st.lists(speech_regions(), min_size=1, max_size=4),
+    st.sampled_from([5.0, 15.0, 30.0]),
+    st.integers(0, 2**31 - 1),
+    st.booleans(),
+)
 def test_every_speech_second_lands_in_exactly_one_window(files, chunk, seed, with_scores):
     scores = [scores_for(r, seed) for r in files] if with_scores else None
     windows = plan_windows(files, chunk, scores)

@@ -1,6 +1,6 @@
 """mode="sequential": openai-whisper's own `transcribe`, token for token, with many files batched."""
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -14,12 +14,12 @@ torch = pytest.importorskip("torch")
 whisper = pytest.importorskip("whisper")
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str) -> BatchedWhisper:
     return BatchedWhisper.from_pretrained(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(name: str):
     ref = openai_model(name)
     heads = np.zeros((ref.dims.n_text_layer, ref.dims.n_text_head), bool)
@@ -37,17 +37,28 @@ def ours(name: str, files: list[str], batch_size: int = 8, words: bool = False, 
     """Our sequential transcriber's openai-style results (with tokens), by file name."""
     m = model(name)
     decoding, fallback, extra = m._options("transcribe", options)
-    transcriber = SequentialTranscriber(m.model, m.tokenizer, decoding, fallback, SequentialOptions(clip_timestamps=clips),
-                                        WordAligner(m.model, m.tokenizer, "transcribe") if words else None, **extra)
+    transcriber = SequentialTranscriber(
+        m.model,
+        m.tokenizer,
+        decoding,
+        fallback,
+        SequentialOptions(clip_timestamps=clips),
+        WordAligner(m.model, m.tokenizer, "transcribe") if words else None,
+        **extra,
+    )
     language = None if m.tokenizer.multilingual else "en"
-    return dict(transcriber.run({f: audio(f) for f in files}, dict.fromkeys(files, language), dict.fromkeys(files, ()),
-                                batch_size))
+    return dict(
+        transcriber.run(
+            {f: audio(f) for f in files}, dict.fromkeys(files, language), dict.fromkeys(files, ()), batch_size
+        )
+    )
 
 
 def theirs(name: str, file: str, **options) -> dict:
     ref = reference(name)
-    return whisper.transcribe(ref, torch.from_numpy(audio(file)), fp16=False,
-                              language=None if ref.is_multilingual else "en", **options)
+    return whisper.transcribe(
+        ref, torch.from_numpy(audio(file)), fp16=False, language=None if ref.is_multilingual else "en", **options
+    )
 
 
 def assert_same(label: str, expected: dict, got: dict, words: bool = False) -> None:
@@ -59,8 +70,11 @@ def assert_same(label: str, expected: dict, got: dict, words: bool = False) -> N
         assert g["start"] == pytest.approx(e["start"], abs=0.0201) and g["end"] == pytest.approx(e["end"], abs=0.0201)
         if words:
             assert [w["word"] for w in g["words"]] == [w["word"] for w in e["words"]], label
-            off = [(w, v) for w, v in zip(e["words"], g["words"])
-                   if abs(w["start"] - v["start"]) > 0.0201 or abs(w["end"] - v["end"]) > 0.0201]
+            off = [
+                (w, v)
+                for w, v in zip(e["words"], g["words"])
+                if abs(w["start"] - v["start"]) > 0.0201 or abs(w["end"] - v["end"]) > 0.0201
+            ]
             assert not off, f"{label}: {off}"
     assert len(got["segments"]) == len(expected["segments"]), label
     assert got["text"] == expected["text"], label
@@ -107,8 +121,13 @@ def test_files_batched_are_the_same_as_alone():
 
 def test_transcribe_audio_sequential_mode_and_its_checks():
     m = model("tiny.en")
-    out = m.transcribe_audio([corpus_audio("long_60s"), corpus_audio("d03")], mode="sequential", temperature=0.0,
-                             word_timestamps=True, condition_on_previous_text=False)
+    out = m.transcribe_audio(
+        [corpus_audio("long_60s"), corpus_audio("d03")],
+        mode="sequential",
+        temperature=0.0,
+        word_timestamps=True,
+        condition_on_previous_text=False,
+    )
     for r in out:
         assert r["language"] == "en" and r["segments"] and r["word_segments"]
         starts = [s["start"] for s in r["segments"]]

@@ -22,14 +22,24 @@ def test_language_table_matches_openai():
 def test_every_special_token_matches(multilingual, num_languages):
     ours, ref = pair(multilingual, num_languages)
     assert ours.special_tokens == ref.special_tokens
-    for name in ("eot", "sot", "transcribe", "translate", "sot_lm", "sot_prev", "no_speech",
-                 "no_timestamps", "timestamp_begin"):
+    for name in (
+        "eot",
+        "sot",
+        "transcribe",
+        "translate",
+        "sot_lm",
+        "sot_prev",
+        "no_speech",
+        "no_timestamps",
+        "timestamp_begin",
+    ):
         assert getattr(ours, name) == getattr(ref, name), name
     if multilingual:
         # openai lists them in set order; ours are in token order
         assert ours.language_tokens == tuple(sorted(ref.all_language_tokens))
         assert dict(zip(ours.language_tokens, ours.language_codes)) == dict(
-            zip(ref.all_language_tokens, ref.all_language_codes))
+            zip(ref.all_language_tokens, ref.all_language_codes)
+        )
     assert ours.encoding.n_vocab == ref.encoding.n_vocab
 
 
@@ -59,7 +69,11 @@ def test_sot_sequences_and_timestamps():
     assert en.sot_sequence() == en_ref.sot_sequence == (en.sot,)
     ids = [ours.sot, ours.timestamp_begin + 150] + ours.encode(" hi") + [ours.timestamp_begin + 1500]
     assert ours.decode(ids) == ref.decode(ids)
-    assert ours.decode_with_timestamps(ids) == ref.decode_with_timestamps(ids) == "<|startoftranscript|><|3.00|> hi<|30.00|>"
+    assert (
+        ours.decode_with_timestamps(ids)
+        == ref.decode_with_timestamps(ids)
+        == "<|startoftranscript|><|3.00|> hi<|30.00|>"
+    )
 
 
 def test_language_errors():

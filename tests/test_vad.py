@@ -144,9 +144,7 @@ def test_timestamps_match_silero(name):
         assert vad.timestamps_from_probabilities(probs, len(audio), **options) == expected
 
 
-@pytest.mark.parametrize(
-    "name, options", [("long_60s", {}), ("pyannote_sample", {"max_speech_duration_s": 3.0})]
-)
+@pytest.mark.parametrize("name, options", [("long_60s", {}), ("pyannote_sample", {"max_speech_duration_s": 3.0})])
 def test_end_to_end_matches_silero(name, options):
     """Our get_speech_timestamps against silero's, which runs its ONNX model itself."""
     if name not in AUDIO:
@@ -241,9 +239,7 @@ def test_rejects_other_sample_rates():
 
 
 # Probability tracks made of runs, with values near the usual thresholds.
-probability = st.one_of(
-    st.floats(0, 1), st.sampled_from([0.0, 0.34, 0.35, 0.36, 0.49, 0.5, 0.51, 1.0])
-)
+probability = st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.34, 0.35, 0.36, 0.49, 0.5, 0.51, 1.0]))
 track = st.lists(st.tuples(probability, st.integers(1, 40)), max_size=30).map(
     lambda runs: np.array([p for p, n in runs for _ in range(n)], np.float32)
 )

@@ -1,6 +1,6 @@
 """Word timestamps against openai-whisper's `word_timestamps=True`, and batched against alone."""
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -21,12 +21,12 @@ whisper = pytest.importorskip("whisper")
 GREEDY = dict(temperature=0.0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str) -> BatchedWhisper:
     return BatchedWhisper.from_pretrained(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(name: str):
     """openai-whisper's model on our weights, with the alignment heads we resolved for the checkpoint."""
     ref = openai_model(name)
@@ -49,13 +49,17 @@ def padded(audio: np.ndarray) -> np.ndarray:
 def compare(label: str, theirs: list[dict], ours: list, report: list[str]) -> tuple[int, int]:
     """(words compared, words off by more than one frame); differing word lists are reported."""
     if [w["word"] for w in theirs] != [w.word for w in ours]:
-        report.append(f"{label}: words differ\n  openai {[w['word'] for w in theirs]}\n  ours   {[w.word for w in ours]}")
+        report.append(
+            f"{label}: words differ\n  openai {[w['word'] for w in theirs]}\n  ours   {[w.word for w in ours]}"
+        )
         return 0, 0
     off = 0
     for t, o in zip(theirs, ours):
         if abs(t["start"] - o.start) > 0.0201 or abs(t["end"] - o.end) > 0.0201:
             off += 1
-            report.append(f"{label}: {t['word']!r} openai {t['start']:.2f}-{t['end']:.2f} ours {o.start:.2f}-{o.end:.2f}")
+            report.append(
+                f"{label}: {t['word']!r} openai {t['start']:.2f}-{t['end']:.2f} ours {o.start:.2f}-{o.end:.2f}"
+            )
         assert abs(t["probability"] - o.probability) < 2e-3, (label, t, o)
     return len(theirs), off
 
@@ -70,13 +74,23 @@ def test_words_match_openai_transcribe(name):
     ref = reference(name)
     report, total, off = [], 0, 0
     for label, audio, r in zip(labels, audios, ours):
-        out = whisper.transcribe(ref, torch.from_numpy(audio), word_timestamps=True, fp16=False, **GREEDY,
-                                 language=None if ref.is_multilingual else "en")
-        first = [s for s in out["segments"] if s["seek"] == 0 and s["text"].strip()]  # one window; ours drops empty ones
+        out = whisper.transcribe(
+            ref,
+            torch.from_numpy(audio),
+            word_timestamps=True,
+            fp16=False,
+            **GREEDY,
+            language=None if ref.is_multilingual else "en",
+        )
+        first = [
+            s for s in out["segments"] if s["seek"] == 0 and s["text"].strip()
+        ]  # one window; ours drops empty ones
         if [s["text"] for s in first] != [s.text for s in r.segments][: len(first)]:
             report.append(f"{label}: segments differ (openai {[s['text'] for s in first]}, ours {r.text!r})")
             continue
-        n, bad = compare(label, [w for s in first for w in s["words"]], [w for s in r.segments for w in s.words], report)
+        n, bad = compare(
+            label, [w for s in first for w in s["words"]], [w for s in r.segments for w in s.words], report
+        )
         total, off = total + n, off + bad
         for s, ref_s in zip(r.segments, first):
             assert abs(s.start - ref_s["start"]) <= 0.0201 and abs(s.end - ref_s["end"]) <= 0.0201, (label, s, ref_s)
@@ -112,13 +126,16 @@ def test_median_filter_matches_openai_reflecting_at_each_row_end():
         assert np.array_equal(ours[b, :, :, :n], expected), b
 
 
-@pytest.mark.parametrize("language, text", [
-    ("en", " Hello, world! It's 3.5 o'clock (roughly) — isn't it?"),
-    ("zh", "今天天气很好，我们去公园散步吧。"),
-    ("ja", "東京は日本の首都です。ラーメンが好き！"),
-    ("th", "สวัสดีครับ วันนี้อากาศดีมาก"),
-    ("fr", " « Bonjour », dit-il à l'élève."),
-])
+@pytest.mark.parametrize(
+    "language, text",
+    [
+        ("en", " Hello, world! It's 3.5 o'clock (roughly) — isn't it?"),
+        ("zh", "今天天气很好，我们去公园散步吧。"),
+        ("ja", "東京は日本の首都です。ラーメンが好き！"),
+        ("th", "สวัสดีครับ วันนี้อากาศดีมาก"),
+        ("fr", " « Bonjour », dit-il à l'élève."),
+    ],
+)
 def test_word_splitting_matches_openai_tokenizer(language, text):
     from whisper.tokenizer import get_tokenizer as openai_tokenizer
 
@@ -142,8 +159,14 @@ def openai_words_for(name: str, audio: np.ndarray, result) -> list[dict]:
     mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), n_mels=ref.dims.n_mels)
     decoded = split_segments(list(result.tokens), model(name).tokenizer, len(audio) / 16000)  # before word timing
     segments = [{"seek": 0, "start": s.start, "end": s.end, "tokens": list(s.tokens)} for s in decoded]
-    add_word_timestamps(segments=segments, model=ref, tokenizer=tokenizer, mel=mel, num_frames=len(audio) // 160,
-                        last_speech_timestamp=0.0)
+    add_word_timestamps(
+        segments=segments,
+        model=ref,
+        tokenizer=tokenizer,
+        mel=mel,
+        num_frames=len(audio) // 160,
+        last_speech_timestamp=0.0,
+    )
     return segments
 
 
@@ -155,8 +178,9 @@ def test_word_recipe_matches_openai_on_our_segments(name):
     report, total, off = [], 0, 0
     for label, audio, r in zip(names, audios, ours):
         expected = openai_words_for(name, audio, r)
-        n, bad = compare(label, [w for s in expected for w in s["words"]], [w for s in r.segments for w in s.words],
-                         report)
+        n, bad = compare(
+            label, [w for s in expected for w in s["words"]], [w for s in r.segments for w in s.words], report
+        )
         total, off = total + n, off + bad
         for s, e in zip(r.segments, expected):
             assert (s.start, s.end) == pytest.approx((e["start"], e["end"]), abs=0.0201), (label, s, e)
@@ -171,18 +195,21 @@ def test_words_are_the_same_alone_and_in_any_batch(data):
     names = names_for("tiny.en")
     chosen = data.draw(st.lists(st.sampled_from(names), min_size=2, max_size=5, unique=True))
     batch_size = data.draw(st.integers(1, 5))
-    batched = model("tiny.en").transcribe([corpus_audio(n) for n in chosen], batch_size=batch_size,
-                                          word_timestamps=True, **GREEDY)
+    batched = model("tiny.en").transcribe(
+        [corpus_audio(n) for n in chosen], batch_size=batch_size, word_timestamps=True, **GREEDY
+    )
     for n, r in zip(chosen, batched):
         single = alone(n)
-        assert [(w.word, w.start, w.end) for s in r.segments for w in s.words] == \
-               [(w.word, w.start, w.end) for s in single.segments for w in s.words], n
+        assert [(w.word, w.start, w.end) for s in r.segments for w in s.words] == [
+            (w.word, w.start, w.end) for s in single.segments for w in s.words
+        ], n
         assert [w.probability for s in r.segments for w in s.words] == pytest.approx(
-            [w.probability for s in single.segments for w in s.words], abs=1e-5)
+            [w.probability for s in single.segments for w in s.words], abs=1e-5
+        )
         assert [(s.start, s.end) for s in r.segments] == [(s.start, s.end) for s in single.segments]
 
 
-@lru_cache(maxsize=None)
+@cache
 def alone(name: str):
     return model("tiny.en").transcribe([corpus_audio(name)], batch_size=1, word_timestamps=True, **GREEDY)[0]
 

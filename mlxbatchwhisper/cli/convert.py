@@ -13,8 +13,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="mlxbatchwhisper-convert",
         description="Convert a Whisper checkpoint (Hugging Face id or directory, mlx-community directory, "
-                    "CTranslate2 directory, or OpenAI .pt file) to the mlx-community layout "
-                    "(config.json + weights.safetensors), optionally quantized.",
+        "CTranslate2 directory, or OpenAI .pt file) to the mlx-community layout "
+        "(config.json + weights.safetensors), optionally quantized.",
     )
     parser.add_argument("src", help="checkpoint path, model name (tiny.en, base, …) or Hugging Face repo id")
     parser.add_argument("-o", "--out", required=True, help="output directory (must not exist)")
@@ -22,8 +22,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize the weights")
     parser.add_argument("--q-bits", type=int, choices=[4, 8], default=None, help="with -q (default 4)")
     parser.add_argument("--q-group-size", type=int, choices=[32, 64, 128], default=None, help="with -q (default 64)")
-    parser.add_argument("--q-recipe", choices=sorted(RECIPES), default=None,
-                        help="with -q (default 'default'); " + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()))
+    parser.add_argument(
+        "--q-recipe",
+        choices=sorted(RECIPES),
+        default=None,
+        help="with -q (default 'default'); " + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()),
+    )
     args = parser.parse_args(argv)
     given = [f"--{k.replace('_', '-')}" for k in ("q_bits", "q_group_size", "q_recipe") if getattr(args, k) is not None]
     if given and not args.quantize:
@@ -41,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with sigterm_unwinds():  # as Ctrl-C does, SIGTERM removes the partial output folder
-            done = convert(args.src, args.out, args.dtype, args.quantize, args.q_bits, args.q_group_size,
-                           args.q_recipe)
+            done = convert(args.src, args.out, args.dtype, args.quantize, args.q_bits, args.q_group_size, args.q_recipe)
     except (FileNotFoundError, FileExistsError, CheckpointError, ValueError) as e:
         print(f"mlxbatchwhisper-convert: error: {e}", file=sys.stderr)
         return 2

@@ -11,8 +11,24 @@ import time
 import uuid
 from pathlib import Path
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".webm", ".mp4", ".mkv", ".mov",
-                    ".wma", ".aiff", ".aif", ".amr", ".3gp"}
+AUDIO_EXTENSIONS = {
+    ".wav",
+    ".flac",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".ogg",
+    ".opus",
+    ".webm",
+    ".mp4",
+    ".mkv",
+    ".mov",
+    ".wma",
+    ".aiff",
+    ".aif",
+    ".amr",
+    ".3gp",
+}
 PART_EXTENSIONS = {"parquet": ".parquet", "jsonl": ".jsonl"}
 
 
@@ -20,15 +36,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="mlxbatchwhisper-dataset",
         description="Transcribe many audio files on a Ray cluster (one model per worker, windows of each worker's "
-                    "files decoded together). Results go to --output as part files, one per finished block; "
-                    "running again over the same --output skips the files already there.",
+        "files decoded together). Results go to --output as part files, one per finished block; "
+        "running again over the same --output skips the files already there.",
     )
-    parser.add_argument("inputs", nargs="+", help="audio files or directories (searched recursively for audio "
-                        "extensions); local paths, or URIs pyarrow reads (s3://…, gs://…) visible to every worker")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="audio files or directories (searched recursively for audio "
+        "extensions); local paths, or URIs pyarrow reads (s3://…, gs://…) visible to every worker",
+    )
     parser.add_argument("--output", "-o", required=True, help="directory for the part files")
     parser.add_argument("--format", choices=sorted(PART_EXTENSIONS), default="parquet")
-    parser.add_argument("--address", default="local", help="'local' starts Ray on this machine; 'auto' joins the "
-                        "running cluster; or a ray:// address")
+    parser.add_argument(
+        "--address",
+        default="local",
+        help="'local' starts Ray on this machine; 'auto' joins the running cluster; or a ray:// address",
+    )
     parser.add_argument("--workers", type=int, default=1, help="workers (actors), each with its own model")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (and CPUs reserved) per worker")
     parser.add_argument("--gpus", type=float, default=0, help="GPUs per worker (1 on GPU nodes)")
@@ -38,8 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--language", default=None, help="language code or name; detected per window if omitted")
     parser.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
-    parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=True,
-                        help="cut at speech found by Silero VAD (default) or only at the quietest moments")
+    parser.add_argument(
+        "--vad",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cut at speech found by Silero VAD (default) or only at the quietest moments",
+    )
     parser.add_argument("--beam-size", type=int, default=None, help="beam search width (default: greedy)")
     parser.add_argument("--word-timestamps", action="store_true", help="time every word (words in the segments JSON)")
     args = parser.parse_args(argv)
@@ -112,8 +139,11 @@ def list_inputs(inputs: list[str]) -> list[str]:
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError(f"input not found: {given}")
         if info.type == pafs.FileType.Directory:
-            entries = [e for e in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-                       if e.type == pafs.FileType.File and Path(e.path).suffix.lower() in AUDIO_EXTENSIONS]
+            entries = [
+                e
+                for e in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                if e.type == pafs.FileType.File and Path(e.path).suffix.lower() in AUDIO_EXTENSIONS
+            ]
         else:
             entries = [info]
         sizes.update((f"{scheme}://{e.path}" if remote else e.path, e.size or 0) for e in entries)
@@ -138,17 +168,31 @@ def main(argv: list[str] | None = None) -> int:
     done = store.done()
     todo = [f for f in files if f not in done]
     if not ray.is_initialized():
-        ray.init(address=None if args.address == "local" else args.address, include_dashboard=False,
-                 logging_level=logging.WARNING)
+        ray.init(
+            address=None if args.address == "local" else args.address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     blocks = max(1, -(-len(todo) // args.files_per_batch))  # a block is one worker task
     ds = ray.data.from_items([{"path": f} for f in todo], override_num_blocks=blocks)
     try:
-        out = transcribe_dataset(ds, model=args.model, batch_size=args.batch_size, concurrency=args.workers,
-                                 num_gpus=args.gpus, files_per_batch=args.files_per_batch, threads=args.threads,
-                                 dtype=args.dtype, language=args.language, task=args.task, vad=args.vad,
-                                 beam_size=args.beam_size, word_timestamps=args.word_timestamps)
+        out = transcribe_dataset(
+            ds,
+            model=args.model,
+            batch_size=args.batch_size,
+            concurrency=args.workers,
+            num_gpus=args.gpus,
+            files_per_batch=args.files_per_batch,
+            threads=args.threads,
+            dtype=args.dtype,
+            language=args.language,
+            task=args.task,
+            vad=args.vad,
+            beam_size=args.beam_size,
+            word_timestamps=args.word_timestamps,
+        )
     except (TypeError, ValueError) as e:
         print(f"mlxbatchwhisper-dataset: error: {e}", file=sys.stderr)
         return 2
@@ -160,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlxbatchwhisper-dataset: error: a worker failed: {lines[-1] if lines else e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - start
-    print(f"transcribed {len(todo) - failed}/{len(todo)} files ({len(files) - len(todo)} already done), "
-          f"{seconds / 3600:.3f} h of audio in {wall:.1f} s (RTF {seconds / max(wall, 1e-9):.1f}x, "
-          f"{args.workers} workers), {failed} failed -> {args.output}")
+    print(
+        f"transcribed {len(todo) - failed}/{len(todo)} files ({len(files) - len(todo)} already done), "
+        f"{seconds / 3600:.3f} h of audio in {wall:.1f} s (RTF {seconds / max(wall, 1e-9):.1f}x, "
+        f"{args.workers} workers), {failed} failed -> {args.output}"
+    )
     return 0 if not failed else 1
 
 

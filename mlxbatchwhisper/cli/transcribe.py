@@ -48,8 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("chunk_size", type=float, default=30, help="longest window, seconds (at most 30)")
     add("output_dir", "-o", default=".", help="where to write the transcripts")
     add("output_format", "-f", choices=[*FORMATS, "all"], default="all", help="transcript format, or all of them")
-    add("overwrite", action="store_true", help="replace existing transcripts (default: an input whose transcripts "
-        "all exist is skipped, so an interrupted run can be continued)")
+    add(
+        "overwrite",
+        action="store_true",
+        help="replace existing transcripts (default: an input whose transcripts "
+        "all exist is skipped, so an interrupted run can be continued)",
+    )
     add("verbose", type=_bool, nargs="?", const=True, default=False, help="print each file's segments when done")
     add("print_progress", type=_bool, nargs="?", const=True, default=False, help="the same as --verbose")
     add("dtype", choices=["float32", "float16", "bfloat16"], default=None, help="weights' type (default: from --fp16)")
@@ -83,21 +87,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="--mode sequential: prompt each window with the text before it (--mode vad: ignored)",
     )
-    add("mode", choices=["vad", "sequential"], default="vad",
+    add(
+        "mode",
+        choices=["vad", "sequential"],
+        default="vad",
         help="vad: speech found by Silero VAD, windows of all files decoded together (fast); sequential: "
-        "openai-whisper's own long-form algorithm per file, one window of every file per batch (faithful)")
+        "openai-whisper's own long-form algorithm per file, one window of every file per batch (faithful)",
+    )
     add("clip_timestamps", default="0", help="--mode sequential: start,end,... seconds of the parts to transcribe")
     add("compression_ratio_threshold", type=_optional_float, default=2.4, help="decode again above this gzip ratio")
     add("logprob_threshold", type=_optional_float, default=-1.0, help="decode again below this mean log prob")
     add("no_speech_threshold", type=_optional_float, default=0.6, help="silence above this no-speech probability")
 
-    add("word_timestamps", type=_bool, nargs="?", const=True, default=False,
-        help="time every word (json gets the words; srt/vtt can cut and highlight by them)")
-    add("highlight_words", type=_bool, nargs="?", const=True, default=False,
-        help="srt/vtt: underline each word while it is spoken (needs --word_timestamps)")
+    add(
+        "word_timestamps",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="time every word (json gets the words; srt/vtt can cut and highlight by them)",
+    )
+    add(
+        "highlight_words",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="srt/vtt: underline each word while it is spoken (needs --word_timestamps)",
+    )
     add("max_line_width", type=int, default=None, help="srt/vtt: wrap lines at this many characters (needs words)")
-    add("max_line_count", type=int, default=None,
-        help="srt/vtt: lines per cue; with --max_line_width, cues no longer keep to segments (needs words)")
+    add(
+        "max_line_count",
+        type=int,
+        default=None,
+        help="srt/vtt: lines per cue; with --max_line_width, cues no longer keep to segments (needs words)",
+    )
     add("max_words_per_line", type=int, default=None, help="srt/vtt: words per line at most (needs words)")
     add("prepend_punctuations", default=WordOptions.prepend_punctuations, help="marks joined to the word after them")
     add("append_punctuations", default=WordOptions.append_punctuations, help="marks joined to the word before them")
@@ -108,13 +132,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parsed options, checked; `dtype` resolved from --fp16 and the device."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    uses_words = [n for n in ("highlight_words", "max_line_width", "max_line_count", "max_words_per_line")
-                  if getattr(args, n)]
+    uses_words = [
+        n for n in ("highlight_words", "max_line_width", "max_line_count", "max_words_per_line") if getattr(args, n)
+    ]
     if uses_words and not args.word_timestamps:
         parser.error(f"--{uses_words[0]} needs --word_timestamps")
     try:
-        args.subtitles = SubtitleOptions(args.max_line_width, args.max_line_count, args.max_words_per_line,
-                                         args.highlight_words)
+        args.subtitles = SubtitleOptions(
+            args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words
+        )
     except ValueError as e:
         parser.error(str(e))
     if args.batch_size != "auto":
@@ -213,9 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             return run.main()
     except KeyboardInterrupt:
         run.close()
-        print(f"mlxbatchwhisper: interrupted: {run.completed}/{len(args.files)} files completed, transcripts in "
-              f"{Path(args.output_dir).resolve()} (run again to continue: existing transcripts are kept)",
-              file=sys.stderr)
+        print(
+            f"mlxbatchwhisper: interrupted: {run.completed}/{len(args.files)} files completed, transcripts in "
+            f"{Path(args.output_dir).resolve()} (run again to continue: existing transcripts are kept)",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -259,13 +287,18 @@ class _Run:
             return _error(e)
         except (ModelOutputError, OSError) as e:  # a broken model, or a disk that filled up
             return _error(e, 1)
-        self.say(f"transcribed {self.completed - len(skipped)}/{len(todo)} files, {total:.1f} s of audio in "
-                 f"{wall:.1f} s (RTF {total / max(wall, 1e-9):.1f}x, batch size {args.batch_size}, model {args.model})"
-                 + (f"; {len(skipped)} skipped" if skipped else ""))
+        self.say(
+            f"transcribed {self.completed - len(skipped)}/{len(todo)} files, {total:.1f} s of audio in "
+            f"{wall:.1f} s (RTF {total / max(wall, 1e-9):.1f}x, batch size {args.batch_size}, model {args.model})"
+            + (f"; {len(skipped)} skipped" if skipped else "")
+        )
         return 0 if not failed else 1
 
     def transcribe(self, model, todo: list[int], names: list[str]) -> tuple[list[str], float, float]:
-        """Transcribe the inputs `todo` and write their transcripts; return the failed paths, audio seconds and wall time."""
+        """Transcribe the inputs `todo` and write their transcripts.
+
+        Returns the failed paths, the seconds of audio and the wall time.
+        """
         from tqdm import tqdm
 
         from ..writers import write_result
@@ -283,21 +316,32 @@ class _Run:
             bar.set_postfix_str(f"RTF {bar.n / max(time.perf_counter() - start, 1e-9):.1f}x")
 
         results = model.transcribe_audio_iter(
-            files, batch_size=args.batch_size, vad=args.vad, chunk_size=args.chunk_size, language=args.language,
-            task=args.task, progress=progress, on_error="yield", **options)
+            files,
+            batch_size=args.batch_size,
+            vad=args.vad,
+            chunk_size=args.chunk_size,
+            language=args.language,
+            task=args.task,
+            progress=progress,
+            on_error="yield",
+            **options,
+        )
         for k, result in results:
             path = files[k]
             if isinstance(result, Exception):
                 failed.append(path)
                 tqdm.write(f"{path}: failed: {result}", file=sys.stderr)
                 continue
-            written = write_result(result, names[todo[k]], args.output_dir, args.output_format, args.overwrite,
-                                   args.subtitles)
+            written = write_result(
+                result, names[todo[k]], args.output_dir, args.output_format, args.overwrite, args.subtitles
+            )
             if args.verbose or args.print_progress:
                 print_segments(result)
             self.completed += 1
-            self.say(f"{path}: {len(result['segments'])} segments, language {result['language']} -> "
-                     f"{', '.join(str(p) for p in written)}")
+            self.say(
+                f"{path}: {len(result['segments'])} segments, language {result['language']} -> "
+                f"{', '.join(str(p) for p in written)}"
+            )
         self.close()
         return failed, total, time.perf_counter() - start
 
@@ -336,8 +380,9 @@ def _check_output(out: Path, paths: list[Path]) -> None:
         raise OSError(f"--output-dir {out}: cannot write there ({e.strerror or e})") from e
     folders = [str(p) for p in paths if p.is_dir()]
     if folders:
-        raise IsADirectoryError(f"transcript paths exist as directories: {', '.join(folders[:5])}"
-                                f"{' …' if len(folders) > 5 else ''}")
+        raise IsADirectoryError(
+            f"transcript paths exist as directories: {', '.join(folders[:5])}{' …' if len(folders) > 5 else ''}"
+        )
 
 
 def _duration(path: str) -> float:
