@@ -111,3 +111,24 @@ def openai_model(name: str):
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert missing == ["encoder.positional_embedding"] and not unexpected, (missing, unexpected)
     return model.eval()
+
+
+@cache
+def our_model(name: str):
+    """Our `BatchedWhisper` for a checkpoint name, loaded once per test session."""
+    from mlxbatchwhisper import BatchedWhisper
+
+    return BatchedWhisper.from_pretrained(name)
+
+
+@cache
+def openai_model_with_heads(name: str):
+    """`openai_model(name)` with the alignment heads we resolved for the checkpoint (for word timing)."""
+    import torch
+
+    ref = openai_model(name)
+    heads = np.zeros((ref.dims.n_text_layer, ref.dims.n_text_head), bool)
+    for layer, head in our_model(name).model.alignment_heads:
+        heads[layer, head] = True
+    ref.register_buffer("alignment_heads", torch.from_numpy(heads).to_sparse(), persistent=False)
+    return ref

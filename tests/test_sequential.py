@@ -1,32 +1,16 @@
 """mode="sequential": openai-whisper's own `transcribe`, token for token, with many files batched."""
 
-from functools import cache
-
 import numpy as np
 import pytest
 
-from mlxbatchwhisper import BatchedWhisper
 from mlxbatchwhisper.sequential import SequentialOptions, SequentialTranscriber
 from mlxbatchwhisper.words import WordAligner
-from reference import corpus_audio, openai_model, pyannote_sample
+from reference import corpus_audio, pyannote_sample
+from reference import openai_model_with_heads as reference
+from reference import our_model as model
 
 torch = pytest.importorskip("torch")
 whisper = pytest.importorskip("whisper")
-
-
-@cache
-def model(name: str) -> BatchedWhisper:
-    return BatchedWhisper.from_pretrained(name)
-
-
-@cache
-def reference(name: str):
-    ref = openai_model(name)
-    heads = np.zeros((ref.dims.n_text_layer, ref.dims.n_text_head), bool)
-    for layer, head in model(name).model.alignment_heads:
-        heads[layer, head] = True
-    ref.register_buffer("alignment_heads", torch.from_numpy(heads).to_sparse(), persistent=False)
-    return ref
 
 
 def audio(name: str) -> np.ndarray:

@@ -7,34 +7,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlxbatchwhisper import BatchedWhisper
 from mlxbatchwhisper.alignment import dtw_token_starts, median_filter
 from mlxbatchwhisper.audio import N_SAMPLES
 from mlxbatchwhisper.decoding import split_segments
 from mlxbatchwhisper.tokenizer import get_tokenizer
 from mlxbatchwhisper.words import split_words
-from reference import corpus_audio, manifest, openai_model, pyannote_sample, segment_names
+from reference import corpus_audio, manifest, pyannote_sample, segment_names
+from reference import openai_model_with_heads as reference
+from reference import our_model as model
 
 torch = pytest.importorskip("torch")
 whisper = pytest.importorskip("whisper")
 
 GREEDY = dict(temperature=0.0)
-
-
-@cache
-def model(name: str) -> BatchedWhisper:
-    return BatchedWhisper.from_pretrained(name)
-
-
-@cache
-def reference(name: str):
-    """openai-whisper's model on our weights, with the alignment heads we resolved for the checkpoint."""
-    ref = openai_model(name)
-    heads = np.zeros((ref.dims.n_text_layer, ref.dims.n_text_head), bool)
-    for layer, head in model(name).model.alignment_heads:
-        heads[layer, head] = True
-    ref.register_buffer("alignment_heads", torch.from_numpy(heads).to_sparse(), persistent=False)
-    return ref
 
 
 def names_for(name: str) -> list[str]:

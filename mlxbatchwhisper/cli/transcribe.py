@@ -301,12 +301,13 @@ class _Run:
         """
         from tqdm import tqdm
 
+        from ..audio import audio_duration
         from ..writers import write_result
 
         args = self.args
         options = transcribe_options(args, model.tokenizer)
         files = [args.files[i] for i in todo]
-        total = sum(_duration(f) for f in files)
+        total = sum(audio_duration(f) for f in files)
         failed, start = [], time.perf_counter()
         self.bar = tqdm(total=round(total, 1), unit="s", unit_scale=True, desc="audio", dynamic_ncols=True)
         bar = self.bar
@@ -383,20 +384,6 @@ def _check_output(out: Path, paths: list[Path]) -> None:
         raise IsADirectoryError(
             f"transcript paths exist as directories: {', '.join(folders[:5])}{' …' if len(folders) > 5 else ''}"
         )
-
-
-def _duration(path: str) -> float:
-    """Seconds of audio in a file by its header (0 when unknown or unreadable)."""
-    import av
-
-    try:
-        with av.open(str(Path(path))) as container:
-            stream = container.streams.audio[0]
-            if stream.duration and stream.time_base:
-                return float(stream.duration * stream.time_base)
-            return container.duration / 1e6 if container.duration else 0.0
-    except (av.error.FFmpegError, OSError, IndexError):
-        return 0.0
 
 
 if __name__ == "__main__":
