@@ -76,16 +76,19 @@ def test_greedy_is_token_identical_to_openai_transcribe_tiny_en():
 def test_word_timestamps_and_fallback_match_openai_base():
     files = ["pyannote", "long_60s", "f01", "s01"]
     got = ours("base", files, words=True)  # default temperatures: the pyannote sample needs the fallback
+    whole = 0
     for f in files:
         expected = theirs("base", f, word_timestamps=True)
         hot = next((i for i, s in enumerate(expected["segments"]) if s["temperature"] > 0), None)
         if hot is None:
             assert_same(f, expected, got[f], words=True)
+            whole += 1
         else:  # sampling draws differ from torch's: the same up to the first window that fell back
             first = expected["segments"][hot]["seek"]
             cut = {k: [s for s in v["segments"] if s["seek"] < first] for k, v in (("e", expected), ("g", got[f]))}
-            assert cut["e"] and [s["tokens"] for s in cut["g"]] == [s["tokens"] for s in cut["e"]], f
+            assert [s["tokens"] for s in cut["g"]] == [s["tokens"] for s in cut["e"]], f
             assert any(s["seek"] == first and s["temperature"] > 0 for s in got[f]["segments"]), f
+    assert whole >= 2, "too few files decoded without a fallback to compare whole"
 
 
 @pytest.mark.slow
