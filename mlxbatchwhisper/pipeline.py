@@ -278,7 +278,11 @@ class BatchedWhisper:
         batch_size = self._batch_size(batch_size, decoding.n_group)
         languages = [self._language(lang) for lang in _per_input(language, len(inputs), "language", "inputs")]
         prompts = [self._prompt(p) for p in _per_input(initial_prompt, len(inputs), "initial_prompt", "inputs")]
-        words = WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
+        words = (
+            WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
+            if word_timestamps
+            else None
+        )
         if mode == "sequential":
             if vad_segments is not None:
                 raise ValueError("vad_segments do not apply with mode='sequential' (openai-whisper's own windows)")
@@ -291,7 +295,7 @@ class BatchedWhisper:
                     decoding,
                     fallback,
                     sequential,
-                    words if word_timestamps else None,
+                    words,
                     **extra,
                 ),
                 languages,
@@ -314,7 +318,7 @@ class BatchedWhisper:
                 progress,
                 prompts,
                 vad_options=vad_options or VadOptions(),
-                words=words if word_timestamps else None,
+                words=words,
             )
         else:
             raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")

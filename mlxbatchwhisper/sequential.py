@@ -68,6 +68,7 @@ class _Stream:
     prompt_reset_since: int = 0
     last_speech: float = 0.0
     segments: list[dict] = field(default_factory=list)
+    initial_prompt_length: int = field(init=False)  # tokens of all_tokens that are the initial prompt
 
     def __post_init__(self) -> None:
         self.initial_prompt_length = len(self.all_tokens)
