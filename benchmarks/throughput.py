@@ -23,21 +23,64 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import mlxbatchwhisper  # noqa: E402, I001  (first: binds the fast BLAS before MLX loads)
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
 
-import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
 from mlxbatchwhisper import BatchedWhisper  # noqa: E402
 from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
+from mlxbatchwhisper.decoding import BatchDecoder  # noqa: E402
 from mlxbatchwhisper.heads import heads_for_name  # noqa: E402
 from mlxbatchwhisper.model import ModelDimensions, Whisper  # noqa: E402
 
+ENCODE_CHUNK = BatchDecoder.ENCODE_BATCH
 SHAPES = {
     "large-v3": ModelDimensions(128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32),
     "large-v3-turbo": ModelDimensions(128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 4),
     "base": ModelDimensions(80, 1500, 512, 8, 6, 51865, 448, 512, 8, 6),
     "tiny": ModelDimensions(80, 1500, 384, 6, 4, 51865, 448, 384, 6, 4),
 }
+
+
+def measure_hardware(repeat: int = 10) -> dict:
+    """This device's read bandwidth (a sum over 1 GiB on a GPU) and matmul rate (float16 on a GPU)."""
+    gpu = mx.default_device() == mx.gpu
+    dtype = mx.float16 if gpu else mx.float32
+    a = mx.random.normal((1 << 29 if gpu else 1 << 25,)).astype(dtype)
+    size = 8192 if gpu else 1024
+    x = mx.random.normal((size, size)).astype(dtype)
+    mx.eval(a, x)
+
+    def best(fn) -> float:
+        mx.eval(fn())
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            mx.eval(fn())
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return {
+        "read_gb_s": a.nbytes / best(lambda: a.sum()) / 1e9,
+        "matmul_tflop_s": 2 * size**3 / best(lambda: x @ x) / 1e12,
+    }
+
+
+def window_limit(dims: ModelDimensions, batch: int, steps: int, dtype_bytes: int, hw: dict) -> float:
+    """Windows/s this device allows at least cost: the encoder's matmul work at the measured rate,
+    then every step reading each row's cross-attention K/V and the decoder's weights once at the
+    measured bandwidth (self-attention K/V and everything else counted as free)."""
+    t, d = dims.n_audio_ctx, dims.n_audio_state
+    encoder_flops = dims.n_audio_layer * (24 * t * d * d + 4 * t * t * d) + 2 * 3 * (
+        2 * t * dims.n_mels * d + t * d * d
+    )
+    dt = dims.n_text_state
+    cross_bytes = 2 * dims.n_text_layer * t * dt * dtype_bytes
+    weight_bytes = (dims.n_text_layer * 12 * dt * dt + dims.n_vocab * dt) * dtype_bytes
+    seconds = batch * encoder_flops / (hw["matmul_tflop_s"] * 1e12)
+    seconds += steps * (batch * cross_bytes + weight_bytes) / (hw["read_gb_s"] * 1e9)
+    return batch / seconds
 
 
 def peak_rss_mb() -> float:
@@ -93,9 +136,12 @@ def real_weights(args) -> list[dict]:
 def random_weights(args) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
+    hw = measure_hardware()
+    print(json.dumps(hw), flush=True)
     for name in args.random:
         dims = SHAPES[name]
         model = Whisper(dims, to_dtype(args.dtype))
+        model.decoder.kv_bits = args.kv_bits
         model.alignment_heads = heads_for_name(name) or model.alignment_heads  # the real model's heads
         mx.eval(model.parameters())
         ours = BatchedWhisper(model)
@@ -119,6 +165,8 @@ def random_weights(args) -> list[dict]:
             results, wall, peak = timed(lambda: ours.transcribe(windows, batch_size=b, **options))
             assert all(len(r.tokens) == args.steps for r in results)
             impl = "mlxbatchwhisper" + (f" beam {args.beam_size}" if args.beam_size else "")
+            impl += " int8 K/V" if args.kv_bits else ""
+            limit = window_limit(dims, b, args.steps, to_dtype(args.dtype).size, hw)
             rows.append(
                 {
                     "impl": impl,
@@ -126,9 +174,12 @@ def random_weights(args) -> list[dict]:
                     "dtype": args.dtype,
                     "batch": b,
                     "windows_per_s": len(windows) / wall,
+                    "limit_windows_per_s": limit,
+                    "fraction_of_limit": len(windows) / wall / limit,
                     "tokens_per_s": len(windows) * args.steps / wall,
                     "wall_s": wall,
                     "peak_mb": peak,
+                    "unavoidable_mb": unavoidable_mb(ours.model, b, args.steps) if not args.beam_size else None,
                 }
             )
             print_row(rows[-1])
@@ -155,6 +206,19 @@ def random_weights(args) -> list[dict]:
         model = ours = None  # freed before the next model
         mx.clear_cache()
     return rows
+
+
+def unavoidable_mb(model: Whisper, batch: int, steps: int) -> float:
+    """Memory no implementation can do without: weights, every row's cross-attention K/V, the
+    self-attention K/V of the steps taken (and the 4 prompt tokens), and one encoder chunk's
+    activations (its input and output, one layer's queries, keys, values and MLP hidden state)."""
+    dims, size = model.dims, model.dtype.size
+    weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    cross = batch * 2 * dims.n_text_layer * dims.n_audio_ctx * dims.n_text_state * size
+    own = batch * 2 * dims.n_text_layer * (steps + 4) * dims.n_text_state * size
+    chunk, t, d = min(batch, ENCODE_CHUNK), dims.n_audio_ctx, dims.n_audio_state
+    encoder = chunk * (2 + 3 + 4) * t * d * size
+    return (weights + cross + own + encoder) / 2**20
 
 
 def transformers_generate(name: str, dims: ModelDimensions, b: int, args) -> dict:
@@ -238,6 +302,7 @@ def main() -> None:
         help="random weights: also time each batch with word timestamps (the alignment's share)",
     )
     parser.add_argument("--beam-size", type=int, default=None, help="beam search (random weights; default greedy)")
+    parser.add_argument("--kv-bits", type=int, choices=[8], help="random weights: int8 cross-attention K/V")
     parser.add_argument("--batches", type=int, default=2, help="batches per size (random weights)")
     parser.add_argument("--transformers", action="store_true", help="also time transformers' generate (CUDA)")
     parser.add_argument("--json", type=Path, help="write the rows here")

@@ -65,7 +65,7 @@ def align_tokens(
 
     if all(r.cross_kv is not None for r in batch):
         cross = [
-            (mx.concatenate([r.cross_kv[i][0] for r in batch]), mx.concatenate([r.cross_kv[i][1] for r in batch]))
+            tuple(mx.concatenate(parts) for parts in zip(*(r.cross_kv[i] for r in batch)))
             for i in range(model.dims.n_text_layer)
         ]
     else:

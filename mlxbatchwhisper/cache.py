@@ -4,7 +4,8 @@ Rows are left-padded so that every row writes its next token into the same colum
 `left_padding` counts the unused columns before its first token; `offset` is the number of
 columns written. `filter` drops finished rows and `extend` adds rows (refilling a batch).
 Cross-attention K/V are computed once per segment and travel with its rows; in beam search a
-segment's beams are a `group` of consecutive rows that share them.
+segment's beams are a `group` of consecutive rows that share them. They are a pair (keys,
+values), or with 8-bit K/V four arrays (int8 keys, int8 values, their scales).
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ class KVCache:
 
     step = 256
 
-    def __init__(self, cross_kv: tuple[mx.array, mx.array], left_padding: Sequence[int] | None = None, group: int = 1):
+    def __init__(
+        self,
+        cross_kv: tuple[mx.array, ...],
+        left_padding: Sequence[int] | None = None,
+        group: int = 1,
+        reserve: int = 0,
+    ):
         self.cross_kv = cross_kv
+        self.reserve = reserve  # columns the rows may reach: the first allocation holds them, no growth copies
         self.group = group  # consecutive rows sharing one cross-attention K/V (the beams of a segment)
         batch = cross_kv[0].shape[0] * group
         self.left_padding = list(left_padding) if left_padding is not None else [0] * batch
@@ -69,7 +77,10 @@ class KVCache:
 
     def _grow(self, needed: int, like: mx.array) -> None:
         batch, heads, _, dim = like.shape
-        capacity = -(-needed // self.step) * self.step
+        if needed <= self.reserve:
+            capacity = -(-self.reserve // 16) * 16
+        else:
+            capacity = -(-needed // self.step) * self.step
         k = mx.zeros((batch, heads, capacity, dim), like.dtype)
         v = mx.zeros((batch, heads, capacity, dim), like.dtype)
         if self.keys is not None:
@@ -85,7 +96,7 @@ class KVCache:
         if [h + j for h in heads for j in range(self.group)] != keep or any(h % self.group for h in heads):
             raise ValueError(f"filter must keep whole groups of {self.group} rows")
         cross = mx.array([h // self.group for h in heads], dtype=mx.int32)
-        self.cross_kv = (self.cross_kv[0][cross], self.cross_kv[1][cross])
+        self.cross_kv = tuple(a[cross] for a in self.cross_kv)
         self.left_padding = [self.left_padding[i] for i in keep]
         if self.keys is None:
             return
@@ -93,6 +104,7 @@ class KVCache:
         self.keys = self.keys[idx, :, shift : self.offset, :]
         self.values = self.values[idx, :, shift : self.offset, :]
         self.offset -= shift
+        self.reserve = max(self.reserve - shift, 0)
         self.left_padding = [p - shift for p in self.left_padding]
 
     def permute(self, order: Sequence[int]) -> None:
@@ -131,6 +143,7 @@ class KVCache:
             self.values = mx.concatenate([p[1] for p in parts])
         self.cross_kv = tuple(mx.concatenate([x, y]) for x, y in zip(self.cross_kv, other.cross_kv))
         self.left_padding = [p + pads[0] for p in self.left_padding] + [p + pads[1] for p in other.left_padding]
+        self.reserve = max(self.reserve - self.offset, other.reserve - other.offset) + width
         self.offset = width
 
     def _trimmed(self) -> tuple[mx.array | None, mx.array | None]:
@@ -143,8 +156,9 @@ def _left_pad(kv, pad: int, cache: KVCache) -> tuple[mx.array, mx.array]:
     keys, values = kv
     if keys is None:  # a cache that has seen no tokens yet
         ref = cache.cross_kv[0]
+        dtype = cache.cross_kv[-1].dtype  # the model's (with int8 K/V, their scales')
         shape = (cache.batch_size, ref.shape[1], pad, ref.shape[3])
-        return mx.zeros(shape, ref.dtype), mx.zeros(shape, ref.dtype)
+        return mx.zeros(shape, dtype), mx.zeros(shape, dtype)
     if pad == 0:
         return keys, values
     widths = [(0, 0), (0, 0), (pad, 0), (0, 0)]

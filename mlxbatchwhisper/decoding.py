@@ -378,7 +378,7 @@ class BatchDecoder:
         initial = [self._initial_tokens(it) for it in group]
         width = max(map(len, initial))
         pads = [width - len(t) for t in initial for _ in range(n)]
-        cache = [KVCache(kv, pads, group=n) for kv in cross]
+        cache = [KVCache(kv, pads, group=n, reserve=width + self.sample_len) for kv in cross]
         tokens = mx.array([[0] * (width - len(t)) + list(t) for t in initial for _ in range(n)])
         hidden = model.decoder(tokens, cache=cache)
         sot_col = mx.array([p + initial[r // n].index(tok.sot) for r, p in enumerate(pads)])
@@ -443,7 +443,7 @@ class BatchDecoder:
         if not todo:
             return
         idx = mx.array(todo)
-        found = detect_languages(self.model, tok, [(k[idx], v[idx]) for k, v in cross])
+        found = detect_languages(self.model, tok, [tuple(a[idx] for a in kv) for kv in cross])
         for i, (code, probs) in zip(todo, found):
             group[i].language, group[i].language_probs = code, probs
 
@@ -503,9 +503,7 @@ class BatchDecoder:
             r = np.nonzero(rows.job == job_id)[0]
             if self.keep_cross_kv:  # a copy of the segment's row: the batch's arrays change as rows leave
                 row = mx.array([int(r[0]) // self.options.n_group])
-                job.item.cross_kv = [
-                    (mx.take(c.cross_kv[0], row, 0), mx.take(c.cross_kv[1], row, 0)) for c in batch.cache
-                ]
+                job.item.cross_kv = [tuple(mx.take(a, row, 0) for a in c.cross_kv) for c in batch.cache]
                 mx.eval(job.item.cross_kv)
             yield job.item, self._result(job, rows, r)
 

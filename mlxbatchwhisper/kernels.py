@@ -37,6 +37,12 @@ _CUDA_MIN_HEADS = 512  # fewer (row, head) blocks leave the GPU idle: MLX's kern
 # in half precision), so 8 lanes hold a key and a warp reads 4 keys per load, twice per pass;
 # each 8-lane group keeps its own running softmax, and the groups are merged at the end.
 _ONE_QUERY_HEADER = """
+__device__ inline void load8q(const int8_t* p, float* out) {
+    const uint2 raw = *reinterpret_cast<const uint2*>(p);
+    const int8_t* e = reinterpret_cast<const int8_t*>(&raw);
+    #pragma unroll
+    for (int i = 0; i < 8; i++) out[i] = (float)e[i];
+}
 template <typename T> __device__ inline void load8(const T* p, float* out) {
     if constexpr (sizeof(T) == 2) {
         const uint4 raw = *reinterpret_cast<const uint4*>(p);
@@ -108,17 +114,92 @@ _ONE_QUERY_CUDA = """
         out[unit * 64 + 2 * lane + 1] = (T)(o1 / total);
     }
 """
+_ONE_QUERY_INT8_CUDA = """
+    constexpr int U = 2, PARTS = WARPS * 4;
+    const int unit = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int group = lane / 8, sub = lane % 8;
+    const int8_t* kk = k + (size_t)unit * L * 64 + sub * 8;
+    const int8_t* vv = v + (size_t)unit * L * 64 + sub * 8;
+    const T* ksu = ks + (size_t)unit * L;
+    const T* vsu = vs + (size_t)unit * L;
+    float qf[8], acc[8];
+    load8(q + unit * 64 + sub * 8, qf);
+    #pragma unroll
+    for (int i = 0; i < 8; i++) { qf[i] *= scale[0]; acc[i] = 0.f; }
+    float m = -INFINITY, l = 0.f;
+    for (int t0 = warp * 4 * U; t0 < L; t0 += WARPS * 4 * U) {
+        float s[U], vf[U][8];
+        #pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int t = min(t0 + u * 4 + group, L - 1);
+            float kf[8];
+            load8q(kk + (size_t)t * 64, kf);
+            load8q(vv + (size_t)t * 64, vf[u]);
+            const float vscale = (float)vsu[t];
+            #pragma unroll
+            for (int i = 0; i < 8; i++) vf[u][i] *= vscale;
+            float d = 0.f;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) d += qf[i] * kf[i];
+            s[u] = d * (float)ksu[t];
+        }
+        #pragma unroll
+        for (int off = 4; off > 0; off >>= 1) {
+            #pragma unroll
+            for (int u = 0; u < U; u++) s[u] += __shfl_xor_sync(0xffffffff, s[u], off);
+        }
+        #pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (t0 + u * 4 + group < L) {
+                const float mn = fmaxf(m, s[u]), c = __expf(m - mn), p = __expf(s[u] - mn);
+                l = l * c + p;
+                #pragma unroll
+                for (int i = 0; i < 8; i++) acc[i] = acc[i] * c + p * vf[u][i];
+                m = mn;
+            }
+        }
+    }
+    __shared__ float sm[PARTS], sl[PARTS], sa[PARTS][64];
+    const int part = warp * 4 + group;
+    if (sub == 0) { sm[part] = m; sl[part] = l; }
+    #pragma unroll
+    for (int i = 0; i < 8; i++) sa[part][sub * 8 + i] = acc[i];
+    __syncthreads();
+    if (warp == 0) {
+        float top = -INFINITY, total = 0.f, o0 = 0.f, o1 = 0.f;
+        for (int w = 0; w < PARTS; w++) top = fmaxf(top, sm[w]);
+        for (int w = 0; w < PARTS; w++) {
+            const float c = sm[w] == -INFINITY ? 0.f : __expf(sm[w] - top);
+            total += sl[w] * c;
+            o0 += sa[w][2 * lane] * c;
+            o1 += sa[w][2 * lane + 1] * c;
+        }
+        out[unit * 64 + 2 * lane] = (T)(o0 / total);
+        out[unit * 64 + 2 * lane + 1] = (T)(o1 / total);
+    }
+"""
 _one_query_cuda = None
+_one_query_int8_cuda = None
+CrossKV = tuple  # (keys, values), or (int8 keys, int8 values, key scales, value scales): see quantize_kv
 
 
 def _cuda() -> bool:
     return mx.default_device() == mx.gpu and mx.cuda.is_available()
 
 
-def _attend_one_cuda(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
-    """One query per head (B, H, 1, 64) against contiguous keys/values (B, H, T, 64), on CUDA."""
-    global _one_query_cuda
-    if _one_query_cuda is None:
+def _attend_one_cuda(q: mx.array, k: mx.array, v: mx.array, *scales: mx.array) -> mx.array:
+    """One query per head (B, H, 1, 64) against contiguous keys/values (B, H, T, 64), on CUDA;
+    with `scales`, int8 keys/values and their (B, H, T) scales."""
+    global _one_query_cuda, _one_query_int8_cuda
+    if scales and _one_query_int8_cuda is None:
+        _one_query_int8_cuda = mx.fast.cuda_kernel(
+            name="one_query_attention_int8",
+            input_names=["q", "k", "v", "ks", "vs", "scale"],
+            output_names=["out"],
+            source=_ONE_QUERY_INT8_CUDA,
+            header=_ONE_QUERY_HEADER,
+        )
+    if not scales and _one_query_cuda is None:
         _one_query_cuda = mx.fast.cuda_kernel(
             name="one_query_attention",
             input_names=["q", "k", "v", "scale"],
@@ -126,10 +207,11 @@ def _attend_one_cuda(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
             source=_ONE_QUERY_CUDA,
             header=_ONE_QUERY_HEADER,
         )
+    kernel = _one_query_int8_cuda if scales else _one_query_cuda
     batch, heads, _, dim = q.shape
     units = batch * heads
-    (out,) = _one_query_cuda(
-        inputs=[q, k, v, mx.array([dim**-0.5], mx.float32)],
+    (out,) = kernel(
+        inputs=[q, k, v, *scales, mx.array([dim**-0.5], mx.float32)],
         template=[("T", q.dtype), ("L", k.shape[2]), ("WARPS", _WARPS)],
         grid=(units * 32 * _WARPS, 1, 1),
         threadgroup=(32 * _WARPS, 1, 1),
@@ -224,24 +306,45 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | str | None
     return mx.stack(outputs)
 
 
-def cross_attention(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
+def quantize_kv(k: mx.array, v: mx.array) -> CrossKV:
+    """Keys and values as int8 with one scale per (row, head, position) vector (symmetric, max-abs)."""
+    out = []
+    for x in (k, v):
+        scale = mx.maximum(mx.abs(x).max(axis=-1), 1e-8) / 127
+        out.append((mx.round(x / scale[..., None])).astype(mx.int8))
+        out.append(scale.astype(x.dtype))
+    return out[0], out[2], out[1], out[3]
+
+
+def dequantize_kv(x: mx.array, scale: mx.array, dtype: mx.Dtype) -> mx.array:
+    """The keys or values `quantize_kv` stored, back in `dtype`."""
+    return x.astype(dtype) * scale[..., None].astype(dtype)
+
+
+def cross_attention(
+    q: mx.array, k: mx.array, v: mx.array, k_scale: mx.array | None = None, v_scale: mx.array | None = None
+) -> mx.array:
     """Attention against precomputed (contiguous) keys/values; one query per head is a decoding step.
 
     When k, v hold fewer rows than q, each consecutive group of q's rows shares one row of them
-    (the beams of a segment): the group's queries attend together, reading the keys once.
+    (the beams of a segment): the group's queries attend together, reading the keys once. With
+    scales, k and v are `quantize_kv`'s int8 arrays.
     """
+    scales = () if k_scale is None else (k_scale, v_scale)
     group = q.shape[0] // k.shape[0]
     if group == 1:
-        return _cross_attention(q, k, v)
+        return _cross_attention(q, k, v, scales)
     b, h, t, d = q.shape
     q = q.reshape(b // group, group, h, t, d).transpose(0, 2, 1, 3, 4).reshape(b // group, h, group * t, d)
-    o = _cross_attention(q, k, v)
+    o = _cross_attention(q, k, v, scales)
     return o.reshape(b // group, h, group, t, d).transpose(0, 2, 1, 3, 4).reshape(b, h, t, d)
 
 
-def _cross_attention(q: mx.array, k: mx.array, v: mx.array) -> mx.array:
+def _cross_attention(q: mx.array, k: mx.array, v: mx.array, scales: tuple = ()) -> mx.array:
     if q.shape[2] == 1 and q.shape[-1] == 64 and q.shape[0] * q.shape[1] >= _CUDA_MIN_HEADS and _cuda():
-        return _attend_one_cuda(q, k, v)
+        return _attend_one_cuda(q, k, v, *scales)
+    if scales:
+        k, v = dequantize_kv(k, scales[0], q.dtype), dequantize_kv(v, scales[1], q.dtype)
     if q.shape[2] > MAX_QUERIES or not _native(q, k.shape[2]):
         return attention(q, k, v)
     out = mx.contiguous(mx.array(q))  # a private copy: the kernel writes its output over it

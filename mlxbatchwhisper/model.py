@@ -15,7 +15,7 @@ import mlx.nn as nn
 
 from .cache import KVCache
 from .heads import Heads, default_heads
-from .kernels import attention, cross_attention, gelu
+from .kernels import CrossKV, attention, cross_attention, dequantize_kv, gelu, quantize_kv
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,10 @@ class MultiHeadAttention(nn.Module):
         batch, _, length, _ = o.shape
         return self.out(o.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
-    def scores(self, x: mx.array, kv: tuple[mx.array, mx.array], heads: list[int]) -> mx.array:
+    def scores(self, x: mx.array, kv: CrossKV, heads: list[int]) -> mx.array:
         """Pre-softmax cross-attention scores of the given heads, (B, len(heads), T, n_audio) float32."""
         q = self.heads(self.query(x))[:, heads]
-        k = kv[0][:, heads]
+        k = kv[0][:, heads] if len(kv) == 2 else dequantize_kv(kv[0][:, heads], kv[2][:, heads], q.dtype)
         return (q @ k.swapaxes(-1, -2)).astype(mx.float32) * q.shape[-1] ** -0.5
 
 
@@ -163,11 +163,21 @@ class TextDecoder(nn.Module):
         self.positional_embedding = mx.zeros((n_ctx, n_state))
         self.blocks = [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
         self.ln = nn.LayerNorm(n_state)
+        self.kv_bits: int | None = None  # 8: keep the cross-attention K/V as int8 with a scale per vector
 
     def cross_kv(self, audio_features: mx.array) -> list[tuple[mx.array, mx.array]]:
         """Cross-attention keys/values of each layer, computed once per audio (contiguous, so that
-        every decoding step reads them in place rather than copying a transposed view)."""
-        return [tuple(map(mx.contiguous, block.cross_attn.kv(audio_features))) for block in self.blocks]
+        every decoding step reads them in place rather than copying a transposed view).
+
+        Each layer is evaluated before the next is built: evaluated together, every layer's
+        projection would be alive beside its contiguous copy, doubling the peak.
+        """
+        layers = []
+        for block in self.blocks:
+            kv = tuple(map(mx.contiguous, block.cross_attn.kv(audio_features)))
+            layers.append(quantize_kv(*kv) if self.kv_bits == 8 else kv)
+            mx.eval(layers[-1])
+        return layers
 
     def __call__(
         self,

@@ -69,9 +69,19 @@ class BatchedWhisper:
         path_or_repo: str | os.PathLike = DEFAULT_MODEL,
         dtype: str | mx.Dtype = "float32",
         dequantize: bool | None = None,
+        kv_bits: int | None = None,
     ) -> BatchedWhisper:
-        """Load any checkpoint `load_model` reads (a path, a model name, or a hub repo id)."""
-        return cls(load_model(path_or_repo, dtype, dequantize))
+        """Load any checkpoint `load_model` reads (a path, a model name, or a hub repo id).
+
+        `kv_bits=8` keeps the decoder's cross-attention keys/values as int8 with a scale per
+        vector: half their memory and, on CUDA, half a decoding step's reads (see docs/benchmarks.md
+        for its speed and word error).
+        """
+        if kv_bits not in (None, 8):
+            raise ValueError(f"kv_bits must be None (the model's dtype) or 8, not {kv_bits!r}")
+        model = load_model(path_or_repo, dtype, dequantize)
+        model.decoder.kv_bits = kv_bits
+        return cls(model)
 
     def transcribe(
         self,

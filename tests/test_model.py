@@ -5,7 +5,7 @@ import pytest
 from mlxbatchwhisper import load_model
 from mlxbatchwhisper.audio import log_mel_spectrogram
 from mlxbatchwhisper.tokenizer import get_tokenizer
-from reference import corpus_audio, manifest, openai_model, pyannote_sample
+from reference import corpus_audio, manifest, openai_model, pyannote_sample, segment_names
 
 torch = pytest.importorskip("torch")
 whisper = pytest.importorskip("whisper")
@@ -173,3 +173,46 @@ def test_cache_grows_past_its_block_size():
     ref = np.array(model.logits(mx.array([tokens]), features)[:, -1])
     assert cache[0].offset == 300 and cache[0].keys.shape[2] == 512
     assert np.abs(out - ref).max() < 1e-4 * np.abs(ref).max()
+
+
+def test_cross_kv_peak_memory_is_the_kv_itself_plus_one_layer():
+    from mlxbatchwhisper.model import ModelDimensions, Whisper
+
+    model = Whisper(ModelDimensions(80, 1500, 256, 4, 1, 51865, 448, 256, 4, 6))
+    mx.eval(model.parameters())
+    features = mx.random.normal((8, 1500, 256))
+    mx.eval(features)
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    kv = model.decoder.cross_kv(features)
+    total = sum(a.nbytes for layer in kv for a in layer)
+    layer = total // len(kv)
+    assert mx.get_peak_memory() - base <= total + 2 * layer  # evaluated together: 2 × total
+
+
+def test_int8_cross_kv_attends_like_the_full_precision_keys():
+    from mlxbatchwhisper.kernels import cross_attention, dequantize_kv, quantize_kv
+
+    rng = np.random.default_rng(0)
+    k, v = (mx.array(rng.normal(0, 1, (3, 4, 1500, 64)).astype(np.float32)) for _ in range(2))
+    q = mx.array(rng.normal(0, 1, (6, 4, 1, 64)).astype(np.float32))  # two rows (beams) per audio row
+    kq, vq, ks, vs = quantize_kv(k, v)
+    assert kq.dtype == vq.dtype == mx.int8 and ks.shape == (3, 4, 1500)
+    rel = mx.abs(dequantize_kv(kq, ks, mx.float32) - k).max(axis=-1) / mx.abs(k).max(axis=-1)
+    assert float(rel.max()) <= 0.5 / 127 + 1e-6  # rounding: at most half a step of max|x|/127
+    exact = np.array(cross_attention(q, k, v))
+    quantized = np.array(cross_attention(q, kq, vq, ks, vs))
+    assert np.abs(quantized - exact).max() < 0.02 and not np.array_equal(quantized, exact)
+
+
+def test_int8_cross_kv_keeps_the_transcripts():
+    """kv_bits=8 on real weights: the corpus segments decode to the same text as full precision."""
+    from mlxbatchwhisper import BatchedWhisper
+
+    names = [n for n in segment_names() if manifest()[n]["language"] == "en"][:8]
+    audio = [corpus_audio(n) for n in names]
+    full = BatchedWhisper.from_pretrained("tiny.en").transcribe(audio, batch_size=8, temperature=0.0)
+    int8 = BatchedWhisper.from_pretrained("tiny.en", kv_bits=8).transcribe(audio, batch_size=8, temperature=0.0)
+    assert [r.text for r in int8] == [r.text for r in full]
+    with pytest.raises(ValueError, match="kv_bits"):
+        BatchedWhisper.from_pretrained("tiny.en", kv_bits=4)
