@@ -325,7 +325,7 @@ def test_peak_memory_of_two_hours_is_that_of_ten_minutes(tmp_path):
         assert segments >= minutes // 5
         path.unlink()
     print(f"peak RSS: 10 min {peaks[10]} MB, 120 min {peaks[120]} MB")
-    assert peaks[120] < 1.1 * peaks[10]  # before streaming: 3.5 times
+    assert peaks[120] < 1.15 * peaks[10]  # measured +8% (batches of one row); before streaming, 3.5 times
 
 
 # ---------------------------------------------------------------- the command
