@@ -268,7 +268,11 @@ class BatchedWhisper:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
         Inputs are read, VAD-ed and decoded in groups of about GROUP_SECONDS of audio, so memory
-        does not grow with their number. `progress` is called with seconds of audio done. With
+        does not grow with their number; an input longer than STREAM_SECONDS is read, VAD-ed and decoded
+        a piece at a time, so memory does not grow with its length either. `pack_short_inputs=True` decodes
+        the speech of short inputs (≤ PACK_SECONDS, of one language and prompt) in shared windows: faster on
+        many short files, but an input's text may then depend on its neighbours (docs/reliability.md).
+        `progress` is called with seconds of audio done. With
         on_error="yield", an input that cannot be read yields its exception instead of stopping
         the others; with "raise", missing files raise before any decoding, and an input that fails
         later raises once the inputs before it are yielded.
