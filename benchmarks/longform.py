@@ -13,6 +13,7 @@ On the corpus's long_60s (four passages with pauses, 60 s) and long_form (all En
 All with their default temperature fallback, in English. WER is against the corpus text after
 openai-whisper's English normalizer.
 Usage: python benchmarks/longform.py [--models tiny.en] [--json OUT]
+       python benchmarks/longform.py --short-files [--models tiny.en]   (many short files: `short_files`)
 """
 
 from __future__ import annotations
@@ -91,11 +92,67 @@ def runners(name: str, mlx_dir: Path) -> dict:
     }
 
 
+def short_files(name: str, count: int = 200, seconds: float = 2.0) -> None:
+    """Many short files against one long file of the same speech, through the command (model loading included).
+
+    `count` pieces of `seconds` cut from long_form (wrapping round), each a WAV, and the same pieces joined
+    into one WAV; audio seconds per wall second of each, as a ratio to the long file's (issue 13's target:
+    >= 0.7), with and without --pack_short_inputs; and how far the short files' joined text is from the
+    long file's (WER).
+    """
+    import subprocess
+    import wave
+
+    import numpy as np
+
+    audio = corpus_audio("long_form")
+    size = int(seconds * 16000)
+    pieces = [np.take(audio, np.arange(k * size, (k + 1) * size), mode="wrap") for k in range(count)]
+
+    def write(path: Path, x: np.ndarray) -> None:
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = [tmp / f"s{k:03d}.wav" for k in range(count)]
+        for path, x in zip(files, pieces):
+            write(path, x)
+        write(tmp / "long.wav", np.concatenate(pieces))
+        runs = {
+            "one long file": [str(tmp / "long.wav")],
+            f"{count} files of {seconds:g} s": [str(f) for f in files],
+            f"{count} files of {seconds:g} s, --pack_short_inputs": [*map(str, files), "--pack_short_inputs"],
+        }
+        rates, texts = {}, {}
+        for label, argv in runs.items():
+            out = tmp / label.replace(" ", "_")
+            command = [sys.executable, "-m", "mlxbatchwhisper.cli.transcribe", *argv, "--model", name]
+            start = time.perf_counter()
+            subprocess.run([*command, "-o", str(out), "-f", "txt"], check=True, capture_output=True)
+            wall = time.perf_counter() - start
+            rates[label] = count * seconds / wall
+            texts[label] = " ".join(p.read_text() for p in sorted(out.glob("*.txt")))
+            print(f"{name:8s} {label:40s} {wall:6.1f} s wall, {rates[label]:5.1f} audio s/s", flush=True)
+        long = rates["one long file"]
+        for label in list(runs)[1:]:
+            print(
+                f"  {label}: {rates[label] / long:.2f} of the long file's speed (target >= 0.7); "
+                f"WER against the long file's text {100 * wer([texts['one long file']], [texts[label]]):.1f}%"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny.en"])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--short-files", action="store_true", help="only the many-short-files case (short_files)")
     args = parser.parse_args()
+    if args.short_files:
+        for name in args.models:
+            short_files(name)
+        return
     print(json.dumps(mlxbatchwhisper.runtime_info()))
     rows = []
     for name in args.models:

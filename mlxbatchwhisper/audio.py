@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import BinaryIO
 
@@ -30,8 +30,7 @@ class _Samples:
     def __init__(self, limit: int):
         self.limit, self.chunks, self.count, self.file = limit, [], 0, None
 
-    def add(self, pcm: np.ndarray) -> None:
-        x = pcm.astype(np.float32) / 32768.0
+    def add(self, x: np.ndarray) -> None:
         if self.file is None and self.count + len(x) > self.limit:
             self.file = tempfile.TemporaryFile(prefix="mlxbatchwhisper-audio-")
             for chunk in self.chunks:
@@ -58,6 +57,17 @@ def load_audio(path: str | os.PathLike | BinaryIO, sr: int = SAMPLE_RATE) -> np.
     than SPILL_SECONDS comes back as a read-only array backed by an unlinked temporary file, so
     memory does not grow with the file's length.
     """
+    samples = _Samples(SPILL_SECONDS * sr)
+    for block in audio_blocks(path, sr):
+        samples.add(block)
+    return samples.array()
+
+
+def audio_blocks(path: str | os.PathLike | BinaryIO, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """`load_audio` piece by piece: the file's samples as consecutive float32 blocks, decoded as they are asked for.
+
+    Errors are `load_audio`'s: FileNotFoundError, or ValueError naming the file (unreadable, no audio, corrupt).
+    """
     import av
 
     label = getattr(path, "name", "audio bytes") if is_file_object(path) else path
@@ -67,20 +77,21 @@ def load_audio(path: str | os.PathLike | BinaryIO, sr: int = SAMPLE_RATE) -> np.
         raise
     except (av.error.FFmpegError, OSError) as e:  # unreadable or not media
         raise ValueError(f"{label}: cannot decode audio ({e})") from e
-    samples = _Samples(SPILL_SECONDS * sr)
     with container:
         if not container.streams.audio:
             raise ValueError(f"{label}: no audio stream")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sr)
-        try:
-            for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    samples.add(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                samples.add(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as e:
-            raise ValueError(f"{label}: corrupt audio ({e})") from e
-    return samples.array()
+        frames = container.decode(audio=0)
+        while True:
+            try:
+                frame = next(frames, None)
+                out = resampler.resample(frame)
+            except av.error.FFmpegError as e:
+                raise ValueError(f"{label}: corrupt audio ({e})") from e
+            for o in out:
+                yield o.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+            if frame is None:  # the resampler is flushed
+                return
 
 
 def is_file_object(x: object) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import os
 import threading
 from collections import Counter, defaultdict
@@ -15,12 +17,21 @@ import mlx.core as mx
 import numpy as np
 
 from . import checks, vad
-from .audio import N_SAMPLES, SAMPLE_RATE, check_audio, check_sample_rate, is_file_object, load_audio, resample
+from .audio import (
+    N_SAMPLES,
+    SAMPLE_RATE,
+    audio_blocks,
+    check_audio,
+    check_sample_rate,
+    is_file_object,
+    load_audio,
+    resample,
+)
 from .checkpoints import DEFAULT_MODEL, load_model
 from .decoding import DecodingOptions, FallbackOptions, Item, LogitRules, decode_with_fallback
 from .model import Whisper
 from .results import DecodingResult, Segment, Word
-from .schedule import Window, frame_energy, plan_windows, remainder, to_file_time
+from .schedule import Window, WindowStream, frame_energy, plan_windows, remainder, to_file_time
 from .sequential import SequentialOptions, SequentialTranscriber, as_segments
 from .tokenizer import Tokenizer, get_tokenizer, language_code
 from .vad import VadOptions
@@ -29,6 +40,9 @@ from .words import WordAligner, WordOptions, with_words
 DEFAULT_TEMPERATURES = FallbackOptions.temperatures
 MAX_CONTINUATIONS = 3  # rounds of decoding what Whisper left at the end of a window
 GROUP_SECONDS = 3600.0  # audio read, VAD-ed and decoded together by transcribe_audio
+STREAM_SECONDS = 600.0  # inputs longer than this are read and decoded in pieces of about this length
+PACK_SECONDS = 15.0  # with pack_short_inputs, inputs at most this long share windows
+PACK_GAP = 2.0  # seconds of silence between packed inputs
 
 AudioInputs = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
 
@@ -256,6 +270,7 @@ class BatchedWhisper:
         prepend_punctuations: str = WordOptions.prepend_punctuations,
         append_punctuations: str = WordOptions.append_punctuations,
         mode: str = "vad",
+        pack_short_inputs: bool = False,
         condition_on_previous_text: bool = SequentialOptions.condition_on_previous_text,
         clip_timestamps: str | Sequence[float] = SequentialOptions.clip_timestamps,
         **options: Any,
@@ -263,7 +278,11 @@ class BatchedWhisper:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
         Inputs are read, VAD-ed and decoded in groups of about GROUP_SECONDS of audio, so memory
-        does not grow with their number. `progress` is called with seconds of audio done. With
+        does not grow with their number; an input longer than STREAM_SECONDS is read, VAD-ed and decoded
+        a piece at a time, so memory does not grow with its length either. `pack_short_inputs=True` decodes
+        the speech of short inputs (≤ PACK_SECONDS, of one language and prompt) in shared windows: faster on
+        many short files, but an input's text may then depend on its neighbours (docs/reliability.md).
+        `progress` is called with seconds of audio done. With
         on_error="yield", an input that cannot be read yields its exception instead of stopping
         the others; with "raise", missing files raise before any decoding, and an input that fails
         later raises once the inputs before it are yielded.
@@ -332,26 +351,39 @@ class BatchedWhisper:
             )
         else:
             raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")
+        checks.flag("pack_short_inputs", pack_short_inputs)
+        if pack_short_inputs and mode == "vad":
+            packer = _Packer(job, languages, prompts, vad_options or VadOptions(), self.tokenizer.multilingual)
+            flush = packer.run
+        else:
+            flush = job.run
         group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
         seconds = 0.0
+        streamable = mode == "vad" and vad and vad_segments is None
         for i, x in enumerate(inputs):
             try:
-                audio = _load(x, f"input {i}", sample_rate)
+                audio, rest = _read(x, f"input {i}", sample_rate, STREAM_SECONDS if streamable else None)
                 given = None if vad_segments is None else _clip(vad_segments[i], len(audio) / SAMPLE_RATE)
+                if rest is not None:  # a long input: read, VAD-ed and decoded a piece at a time
+                    if group:
+                        yield from flush(group)
+                        group, seconds = {}, 0.0
+                    yield i, _streamed(job, i, rest, vad_options or VadOptions(), chunk_size)
+                    continue
             except (OSError, ValueError, TypeError) as e:
                 if on_error == "raise":
                     if group:  # the inputs before this one are finished first, then it raises
-                        yield from job.run(group)
+                        yield from flush(group)
                     raise
                 yield i, e
                 continue
             group[i] = (audio, given if vad or given is not None else [(0.0, len(audio) / SAMPLE_RATE)])
             seconds += len(audio) / SAMPLE_RATE
             if seconds >= GROUP_SECONDS:
-                yield from job.run(group)
+                yield from flush(group)
                 group, seconds = {}, 0.0
         if group:
-            yield from job.run(group)
+            yield from flush(group)
 
     def _language(self, language: str | None) -> str | None:
         """A language code this model knows (None: detect), or a clear error."""
@@ -490,6 +522,81 @@ class _LongForm:
         if rest is not None and unclosed:
             segments = segments[:-1]
         return segments, rest
+
+
+@dataclass
+class _Packer:
+    """`_LongForm.run` with short inputs packed (pack_short_inputs): the speech of inputs of at most PACK_SECONDS
+    that share a language and a prompt is laid end to end, PACK_GAP seconds apart, and decoded as one input;
+    its segments go back to the input their middle falls in, on that input's timeline."""
+
+    job: _LongForm
+    languages: list[str | None]
+    prompts: list[tuple[int, ...]]
+    vad_options: VadOptions
+    multilingual: bool  # then only inputs of a given language are packed (not detected per window)
+
+    def __post_init__(self) -> None:
+        # The job reports a packed input's length, gaps included: what it reports is first taken off the gaps.
+        self.report, self.job.progress, self.gaps = self.job.progress, self._discounted, 0.0
+
+    def _discounted(self, seconds: float) -> None:
+        taken = min(seconds, self.gaps)
+        self.gaps -= taken
+        if self.report and seconds > taken:
+            self.report(seconds - taken)
+
+    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]) -> Iterator[tuple[int, dict]]:
+        short = [
+            i
+            for i, (audio, given) in group.items()
+            if given is None
+            and len(audio) <= PACK_SECONDS * SAMPLE_RATE
+            and (self.languages[i] is not None or not self.multilingual)
+        ]
+        found = vad.get_speech_timestamps_batch([group[i][0] for i in short], **asdict(self.vad_options))
+        by_kind: dict[tuple, list[tuple[int, list[tuple[float, float]]]]] = defaultdict(list)
+        for i, regions in zip(short, found):
+            by_kind[self.languages[i], self.prompts[i]].append((i, [(r["start"], r["end"]) for r in regions]))
+        packs: dict[int, list[tuple[int, float, float]]] = {}  # key -> (input, offset, duration) seconds
+        for members in by_kind.values():
+            if len(members) < 2:
+                continue
+            parts, regions, placed, offset = [], [], [], 0
+            for i, speech in members:
+                audio = group.pop(i)[0]
+                start = offset / SAMPLE_RATE
+                regions += [(start + a, start + b) for a, b in speech]
+                placed.append((i, start, len(audio) / SAMPLE_RATE))
+                parts += [audio, np.zeros(round(PACK_GAP * SAMPLE_RATE), np.float32)]
+                offset += len(parts[-2]) + len(parts[-1])
+            group[members[0][0]] = (np.concatenate(parts[:-1]), regions)
+            self.gaps += (len(members) - 1) * len(parts[-1]) / SAMPLE_RATE
+            packs[members[0][0]] = placed
+        for key, result in self.job.run(group):
+            if key not in packs:
+                yield key, result
+                continue
+            for i, part in _unpacked(result, packs.pop(key)):
+                yield i, part
+
+
+def _unpacked(result: dict, placed: list[tuple[int, float, float]]) -> list[tuple[int, dict]]:
+    """A packed input's result split back: each segment to the input its middle falls in, on its timeline."""
+    starts = [start for _, start, _ in placed]
+    out = [{"segments": [], "language": result["language"]} for _ in placed]
+    for segment in result["segments"]:
+        k = max(0, bisect.bisect_right(starts, (segment["start"] + segment["end"]) / 2) - 1)
+        start, duration = placed[k][1:]
+        segment = dict(segment)
+        for item in [segment, *segment.get("words", ())]:
+            item["start"] = round(min(max(item["start"] - start, 0.0), duration), 3)
+            item["end"] = round(min(max(item["end"] - start, 0.0), duration), 3)
+        out[k]["segments"].append(segment)
+    if "word_segments" in result:
+        for part in out:
+            part["word_segments"] = [w for s in part["segments"] for w in s["words"]]
+    return [(i, part) for (i, _, _), part in zip(placed, out)]
 
 
 @dataclass
@@ -694,6 +801,132 @@ def _load(x: Any, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         return load_audio(x)
     _precheck(x, name)
     return resample(np.asarray(x), sample_rate, name)
+
+
+def _read(
+    x: Any, name: str, sample_rate: int, stream_after: float | None
+) -> tuple[np.ndarray, Iterator[np.ndarray] | None]:
+    """`_load` and None, or for an input that lasts more than `stream_after` seconds, an empty array and an
+    iterator of its samples (in blocks of a few seconds), read as they are asked for."""
+    if stream_after is None:
+        return _load(x, name, sample_rate), None
+    if isinstance(x, (str, os.PathLike)) or is_file_object(x):
+        blocks = audio_blocks(x)
+    else:
+        whole = _load(x, name, sample_rate)
+        blocks = (whole[k : k + _BLOCK] for k in range(0, len(whole), _BLOCK))
+    blocks = _rechunk(blocks, _BLOCK)
+    head, count = [], 0
+    for block in blocks:
+        head.append(block)
+        count += len(block)
+        if count > stream_after * SAMPLE_RATE:
+            return np.zeros(0, np.float32), itertools.chain(_drain(head), blocks)
+    return (np.concatenate(head) if head else np.zeros(0, np.float32)), None
+
+
+def _drain(blocks: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """The list's items, each let go of as it is handed on."""
+    while blocks:
+        yield blocks.pop(0)
+
+
+_BLOCK = 8 * SAMPLE_RATE  # samples handed on at a time while reading a long input
+
+
+def _rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Blocks of samples joined into blocks of at least `size` (the last one may be shorter)."""
+    pending, count = [], 0
+    for block in blocks:
+        pending.append(block)
+        count += len(block)
+        if count >= size:
+            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+            pending, count = [], 0
+    if pending:
+        yield np.concatenate(pending)
+
+
+def _streamed(job: _LongForm, i: int, blocks: Iterator[np.ndarray], vad_options: VadOptions, chunk_size: float) -> dict:
+    """A long input's result, reading it as it goes.
+
+    Silero VAD and the window plan follow the reading (the windows are those of the whole input); only
+    the samples a window may still need are kept, and each closed window's samples are set aside. Once
+    they hold STREAM_SECONDS of audio (or GROUP_SECONDS have been read), those windows are decoded as a
+    piece (a group of its own, given the windows' regions) and dropped.
+    """
+    speech = vad.SpeechStream(**asdict(vad_options))
+    planner = WindowStream(chunk_size)
+    buffer, buffer_start = np.zeros(0, np.float32), 0  # the samples read from `buffer_start` on
+    piece: list[Window] = []  # closed windows not yet decoded
+    spans: list[tuple[int, np.ndarray]] = []  # their samples: (first sample, samples)
+    piece_start, held, parts = 0, 0, []
+    for block in itertools.chain(blocks, [None]):
+        if block is None:  # the end
+            closed = planner.add(speech.finish(), speech.probabilities) + planner.finish()
+        else:
+            buffer = np.concatenate([buffer, block])
+            closed = planner.add(speech.feed(block), speech.probabilities) + planner.advance(speech.earliest)
+        for w in closed:  # a sample more each side: times are rounded to samples again after the shift
+            first = max(buffer_start, round(w.start * SAMPLE_RATE) - 1)
+            last = round(w.end * SAMPLE_RATE) + 1
+            spans.append((first, buffer[first - buffer_start : last - buffer_start].copy()))
+            held += len(spans[-1][1])
+        piece += closed
+        start = planner.open_start
+        if block is None:
+            keep = speech.samples
+        else:  # no window to come starts before this sample
+            keep = max(buffer_start, round(min(speech.earliest, np.inf if start is None else start) * SAMPLE_RATE))
+        buffer, buffer_start = buffer[keep - buffer_start :].copy(), keep
+        if (
+            block is not None
+            and held < STREAM_SECONDS * SAMPLE_RATE
+            and keep - piece_start < GROUP_SECONDS * SAMPLE_RATE
+        ):
+            continue
+        offset = piece_start / SAMPLE_RATE
+        regions = [(a - offset, b - offset) for w in piece for a, b in w.regions]
+        audio = _Spans(keep - piece_start, [(first - piece_start, x) for first, x in spans])
+        parts += [(offset, result) for _, result in job.run({i: (audio, regions)})]
+        piece, spans, held, piece_start = [], [], 0, keep
+    return _joined(parts)
+
+
+class _Spans:
+    """A stretch of an input of which only some spans are held (zeros elsewhere), read by slicing as an array is."""
+
+    def __init__(self, length: int, spans: list[tuple[int, np.ndarray]]):
+        self.length, self.spans = length, spans
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.length)
+        out = np.zeros(max(0, stop - start), np.float32)
+        for first, samples in self.spans:
+            lo, hi = max(start, first), min(stop, first + len(samples))
+            if lo < hi:
+                out[lo - start : hi - start] = samples[lo - first : hi - first]
+        return out
+
+
+def _joined(parts: list[tuple[float, dict]]) -> dict:
+    """Results of consecutive pieces of one input (each with its offset in seconds) as one result."""
+    segments, speech_by_language = [], Counter()
+    for offset, result in parts:
+        for segment in result["segments"]:
+            segment["start"], segment["end"] = round(segment["start"] + offset, 3), round(segment["end"] + offset, 3)
+            for word in segment.get("words", ()):
+                word["start"], word["end"] = round(word["start"] + offset, 3), round(word["end"] + offset, 3)
+            segments.append(segment)
+            speech_by_language[result["language"]] += segment["end"] - segment["start"]
+    language = speech_by_language.most_common(1)[0][0] if speech_by_language else parts[-1][1]["language"]
+    joined = {"segments": segments, "language": language}
+    if any("word_segments" in result for _, result in parts):
+        joined["word_segments"] = [word for s in segments for word in s["words"]]
+    return joined
 
 
 def _per_input(value: Any, n: int, name: str, inputs: str) -> list:

@@ -78,11 +78,59 @@ def merge_regions(regions: Sequence[tuple[float, float]], chunk_size: float) -> 
     """Group consecutive regions (each ≤ chunk_size) into runs spanning at most chunk_size."""
     groups: list[list[tuple[float, float]]] = []
     for region in regions:
-        if groups and region[1] - groups[-1][0][0] <= chunk_size:
+        if groups and _fits(groups[-1], region, chunk_size):
             groups[-1].append(region)
         else:
             groups.append([region])
     return groups
+
+
+def _fits(group: list[tuple[float, float]], region: tuple[float, float], chunk_size: float) -> bool:
+    return region[1] - group[0][0] <= chunk_size
+
+
+class WindowStream:
+    """`plan_windows` for one input whose speech regions arrive in order (before it has all been read).
+
+    `add` and `advance` return each window once it is complete (no later region can join it), in
+    order of time; together they are the windows `plan_windows` gives for all the regions at once.
+    """
+
+    def __init__(self, chunk_size: float = 30.0, source: int = 0):
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, not {chunk_size}")
+        self.chunk_size, self.source = chunk_size, source
+        self._group: list[tuple[float, float]] = []
+
+    @property
+    def open_start(self) -> float | None:
+        """Where the window still open starts (None: none is open)."""
+        return self._group[0][0] if self._group else None
+
+    def add(
+        self, regions: Sequence[tuple[float, float]], scores: np.ndarray | None, frame: float = FRAME
+    ) -> list[Window]:
+        """Take the next regions (cut at `scores`, the input's per-frame scores so far, if too long)."""
+        out = []
+        for piece in split_long([(float(a), float(b)) for a, b in regions if b > a], self.chunk_size, scores, frame):
+            if self._group and not _fits(self._group, piece, self.chunk_size):
+                out.append(self._close())
+            self._group.append(piece)
+        return out
+
+    def advance(self, earliest: float) -> list[Window]:
+        """No region to come starts before `earliest` seconds: close the open window if none can join it."""
+        if self._group and earliest - self._group[0][0] >= self.chunk_size:
+            return [self._close()]
+        return []
+
+    def finish(self) -> list[Window]:
+        """The input has ended."""
+        return [self._close()] if self._group else []
+
+    def _close(self) -> Window:
+        group, self._group = self._group, []
+        return Window(self.source, group[0][0], group[-1][1], tuple(group))
 
 
 def plan_windows(

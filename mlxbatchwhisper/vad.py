@@ -161,81 +161,104 @@ def speech_probabilities(
     return _batch_probabilities([check_audio(audio)])[0]
 
 
-def _speech_runs(
-    probs: np.ndarray,
-    num_samples: int,
-    threshold: float,
-    neg_threshold: float,
-    min_speech: float,
-    min_silence: float,
-    max_speech: float,
-    min_silence_at_max: float,
-    use_longest_silence: bool,
-) -> list[list[int]]:
-    """Silero's hysteresis state machine over chunk probabilities: [start, end] samples."""
-    runs: list[list[int]] = []
-    start = None  # sample where the open run began; None outside speech
-    temp_end = 0  # start of the silence inside the open run (0: none)
-    prev_end = next_start = 0  # last long silence inside the run (legacy split mode)
-    silences: list[tuple[int, int]] = []  # (start, duration) of silences inside the run
+class _Hysteresis:
+    """Silero's hysteresis state machine over chunk probabilities, fed in blocks: closed runs are
+    [start, end] samples in `runs`. Idle, its state is its initial state, so where it is fed does not matter."""
 
-    def close(end: int | None) -> None:
+    def __init__(
+        self,
+        threshold: float,
+        neg_threshold: float,
+        min_speech: float,
+        min_silence: float,
+        max_speech: float,
+        min_silence_at_max: float,
+        use_longest_silence: bool,
+    ):
+        self.threshold, self.neg_threshold = threshold, neg_threshold
+        self.min_speech, self.min_silence, self.max_speech = min_speech, min_silence, max_speech
+        self.min_silence_at_max, self.use_longest_silence = min_silence_at_max, use_longest_silence
+        self.runs: list[list[int]] = []
+        self.chunks = 0  # probabilities fed so far
+        self._close(None)
+
+    def _close(self, end: int | None) -> None:
         """End the open run, keeping it as [start, end] unless `end` is None."""
-        nonlocal start, temp_end, prev_end, next_start, silences
         if end is not None:
-            runs.append([start, end])
-        start, temp_end, prev_end, next_start, silences = None, 0, 0, 0, []
+            self.runs.append([self.start, end])
+        self.start: int | None = None  # sample where the open run began; None outside speech
+        self.temp_end = 0  # start of the silence inside the open run (0: none)
+        self.prev_end = self.next_start = 0  # last long silence inside the run (legacy split mode)
+        self.silences: list[tuple[int, int]] = []  # (start, duration) of silences inside the run
 
-    for i, p in enumerate(probs.tolist()):
-        sample = i * CHUNK
-        if p >= threshold and temp_end:  # speech resumes after a dip
-            if sample - temp_end > min_silence_at_max:
-                silences.append((temp_end, sample - temp_end))
-            temp_end = 0
-            if next_start < prev_end:
-                next_start = sample
-        if p >= threshold and start is None:
-            start = sample
-            continue
-        if start is not None and sample - start > max_speech:
-            if use_longest_silence and silences:
-                # Split at the longest silence; that silence is over, so speech goes on.
-                cut, length = max(silences, key=lambda s: s[1])
-                close(cut)
-                start = cut + length
-            elif prev_end:
-                cut, resume = prev_end, next_start
-                close(cut)
-                if resume >= cut:  # speech came back after that silence
-                    start = resume
-            else:
-                close(sample)
+    @property
+    def frontier(self) -> int:
+        """No run closed later can start before this sample."""
+        return self.start if self.start is not None else self.chunks * CHUNK
+
+    def feed(self, probs: np.ndarray) -> None:
+        for p in np.asarray(probs).tolist():
+            sample = self.chunks * CHUNK
+            self.chunks += 1
+            if p >= self.threshold and self.temp_end:  # speech resumes after a dip
+                if sample - self.temp_end > self.min_silence_at_max:
+                    self.silences.append((self.temp_end, sample - self.temp_end))
+                self.temp_end = 0
+                if self.next_start < self.prev_end:
+                    self.next_start = sample
+            if p >= self.threshold and self.start is None:
+                self.start = sample
                 continue
-        if p < neg_threshold and start is not None:
-            temp_end = temp_end or sample
-            if not use_longest_silence and sample - temp_end > min_silence_at_max:
-                prev_end = temp_end
-            if sample - temp_end >= min_silence:
-                close(temp_end if temp_end - start > min_speech else None)
-    if start is not None and num_samples - start > min_speech:
-        runs.append([start, num_samples])
-    return runs
+            if self.start is not None and sample - self.start > self.max_speech:
+                if self.use_longest_silence and self.silences:
+                    # Split at the longest silence; that silence is over, so speech goes on.
+                    cut, length = max(self.silences, key=lambda s: s[1])
+                    self._close(cut)
+                    self.start = cut + length
+                elif self.prev_end:
+                    cut, resume = self.prev_end, self.next_start
+                    self._close(cut)
+                    if resume >= cut:  # speech came back after that silence
+                        self.start = resume
+                else:
+                    self._close(sample)
+                    continue
+            if p < self.neg_threshold and self.start is not None:
+                self.temp_end = self.temp_end or sample
+                if not self.use_longest_silence and sample - self.temp_end > self.min_silence_at_max:
+                    self.prev_end = self.temp_end
+                if sample - self.temp_end >= self.min_silence:
+                    self._close(self.temp_end if self.temp_end - self.start > self.min_speech else None)
+
+    def finish(self, num_samples: int) -> None:
+        """The input ended after `num_samples`: keep the open run if it is long enough."""
+        if self.start is not None and num_samples - self.start > self.min_speech:
+            self.runs.append([self.start, num_samples])
+        self._close(None)
 
 
-def _pad_runs(runs: list[list[int]], pad: float, num_samples: int) -> None:
-    """Widen runs by `pad` samples each side, sharing shorter gaps between neighbours."""
-    if runs:
-        runs[0][0] = int(max(0, runs[0][0] - pad))
-    for run, following in zip(runs, runs[1:]):
-        gap = following[0] - run[1]
-        if gap < 2 * pad:
-            run[1] += gap // 2
-            following[0] = int(max(0, following[0] - gap // 2))
-        else:
-            run[1] = int(min(num_samples, run[1] + pad))
-            following[0] = int(max(0, following[0] - pad))
-    if runs:
-        runs[-1][1] = int(min(num_samples, runs[-1][1] + pad))
+def _pad_run(
+    before: list[int] | None, run: list[int], after: list[int] | None, pad: float, num_samples: int
+) -> list[int]:
+    """A run widened by `pad` samples each side, sharing gaps shorter than 2 * pad with its neighbours."""
+    start, end = run
+    if before is not None and start - before[1] < 2 * pad:
+        start = int(max(0, start - (start - before[1]) // 2))
+    else:
+        start = int(max(0, start - pad))
+    if after is not None and after[0] - end < 2 * pad:
+        end = end + (after[0] - end) // 2
+    else:
+        end = int(min(num_samples, end + pad))
+    return [start, end]
+
+
+def _pad_runs(runs: list[list[int]], pad: float, num_samples: int) -> list[list[int]]:
+    """Every run padded (`_pad_run`)."""
+    return [
+        _pad_run(runs[k - 1] if k else None, run, runs[k + 1] if k + 1 < len(runs) else None, pad, num_samples)
+        for k, run in enumerate(runs)
+    ]
 
 
 def timestamps_from_probabilities(
@@ -257,9 +280,7 @@ def timestamps_from_probabilities(
     if neg_threshold is None:
         neg_threshold = max(threshold - 0.15, 0.01)
     pad = SAMPLE_RATE * speech_pad_ms / 1000
-    runs = _speech_runs(
-        np.asarray(probs),
-        num_samples,
+    machine = _Hysteresis(
         threshold=threshold,
         neg_threshold=neg_threshold,
         min_speech=SAMPLE_RATE * min_speech_duration_ms / 1000,
@@ -268,8 +289,9 @@ def timestamps_from_probabilities(
         min_silence_at_max=SAMPLE_RATE * min_silence_at_max_speech / 1000,
         use_longest_silence=use_max_poss_sil_at_max_speech,
     )
-    _pad_runs(runs, pad, num_samples)
-    return [{"start": s / SAMPLE_RATE, "end": e / SAMPLE_RATE} for s, e in runs]
+    machine.feed(probs)
+    machine.finish(num_samples)
+    return [{"start": s / SAMPLE_RATE, "end": e / SAMPLE_RATE} for s, e in _pad_runs(machine.runs, pad, num_samples)]
 
 
 @dataclass(frozen=True)
@@ -343,3 +365,108 @@ def get_speech_timestamps(
     """
     options = {k: v for k, v in locals().items() if k != "audio"}  # every parameter, passed on
     return get_speech_timestamps_batch([audio], **options)[0]
+
+
+class SpeechStream:
+    """`get_speech_timestamps` over one input fed in blocks of samples, for inputs too long to hold.
+
+    The network runs on the same passes as on the whole input (state carried across blocks), so
+    the probabilities, and the regions, are those of `get_speech_timestamps_batch([whole input])`.
+    `feed` and `finish` return the regions, as (start, end) seconds, that no later sample can change.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        neg_threshold: float | None = None,
+        min_speech_duration_ms: float = 250,
+        min_silence_duration_ms: float = 100,
+        speech_pad_ms: float = 30,
+        max_speech_duration_s: float = float("inf"),
+        min_silence_at_max_speech: float = 98,
+        use_max_poss_sil_at_max_speech: bool = True,
+    ):
+        if neg_threshold is None:
+            neg_threshold = max(threshold - 0.15, 0.01)
+        self.pad = SAMPLE_RATE * speech_pad_ms / 1000
+        self._machine = _Hysteresis(
+            threshold=threshold,
+            neg_threshold=neg_threshold,
+            min_speech=SAMPLE_RATE * min_speech_duration_ms / 1000,
+            min_silence=SAMPLE_RATE * min_silence_duration_ms / 1000,
+            max_speech=SAMPLE_RATE * max_speech_duration_s - CHUNK - 2 * self.pad,
+            min_silence_at_max=SAMPLE_RATE * min_silence_at_max_speech / 1000,
+            use_longest_silence=use_max_poss_sil_at_max_speech,
+        )
+        self.samples = 0  # fed so far
+        self._unscored: list[np.ndarray] = []  # samples fed but not yet through the network
+        self._context = np.zeros(CONTEXT, np.float32)
+        self._state: tuple[mx.array, mx.array] | None = None
+        self._probs: list[np.ndarray] = []
+        self._given = 0  # runs already returned
+        self._before: list[int] | None = None  # the last returned run, unpadded
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Speech probability of every chunk scored so far."""
+        if len(self._probs) > 1:
+            self._probs = [np.concatenate(self._probs)]
+        return self._probs[0] if self._probs else np.zeros(0, np.float32)
+
+    @property
+    def earliest(self) -> float:
+        """No region returned later can start before this time (seconds)."""
+        runs = self._machine.runs
+        first = runs[self._given][0] if self._given < len(runs) else self._machine.frontier
+        return max(0.0, (min(first, self._machine.frontier) - self.pad) / SAMPLE_RATE)
+
+    def feed(self, audio: np.ndarray) -> list[tuple[float, float]]:
+        """Take the next samples (16 kHz mono float32); the regions now final."""
+        audio = check_audio(audio)
+        self.samples += len(audio)
+        self._unscored.append(audio)
+        pass_samples = _WINDOWS_PER_PASS * CHUNK
+        if sum(len(a) for a in self._unscored) >= pass_samples:
+            pending = np.concatenate(self._unscored)
+            whole = len(pending) // pass_samples * pass_samples
+            self._score(pending[:whole])
+            self._unscored = [pending[whole:]]
+        return self._ready(final=False)
+
+    def finish(self) -> list[tuple[float, float]]:
+        """The input has ended: the remaining regions."""
+        if self._unscored:
+            rest = np.concatenate(self._unscored)
+            self._unscored = []
+            if len(rest):
+                self._score(rest)
+        self._machine.finish(self.samples)
+        return self._ready(final=True)
+
+    def _score(self, audio: np.ndarray) -> None:
+        """Run the network over `audio` (the next samples), a pass of _WINDOWS_PER_PASS chunks at a time."""
+        samples = np.concatenate([self._context, audio])
+        for first in range(0, _num_chunks(audio), _WINDOWS_PER_PASS):
+            count = min(_WINDOWS_PER_PASS, _num_chunks(audio) - first)
+            windows = _windows(samples[CONTEXT:], first, count)
+            if first == 0:  # the context is the previous block's end, not zeros
+                windows = windows.copy()
+                windows[0, :CONTEXT] = self._context
+            probs, self._state = load_model()(mx.array(windows[None]), self._state)
+            mx.eval(probs, self._state)
+            self._probs.append(np.array(probs[0]))
+            self._machine.feed(self._probs[-1])
+        self._context = samples[-CONTEXT:].copy()
+
+    def _ready(self, final: bool) -> list[tuple[float, float]]:
+        runs, out = self._machine.runs, []
+        while self._given < len(runs):
+            run = runs[self._given]
+            after = runs[self._given + 1] if self._given + 1 < len(runs) else None
+            if after is None and not final and self._machine.frontier - run[1] < 2 * self.pad:
+                break  # the next run, not closed yet, may share the gap after this one
+            start, end = _pad_run(self._before, run, after, self.pad, self.samples)
+            out.append((start / SAMPLE_RATE, end / SAMPLE_RATE))
+            self._before = run
+            self._given += 1
+        return out

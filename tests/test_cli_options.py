@@ -98,6 +98,7 @@ def test_default_options_are_the_pipelines():
         "initial_prompt": None,
         "vad_options": VadOptions(),
         "mode": "vad",
+        "pack_short_inputs": False,
         "condition_on_previous_text": True,
         "clip_timestamps": "0",
         "word_timestamps": False,

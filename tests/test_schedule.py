@@ -4,7 +4,15 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlxbatchwhisper.schedule import FRAME, Window, merge_regions, plan_windows, split_long, to_file_time
+from mlxbatchwhisper.schedule import (
+    FRAME,
+    Window,
+    WindowStream,
+    merge_regions,
+    plan_windows,
+    split_long,
+    to_file_time,
+)
 
 
 @st.composite
@@ -81,3 +89,23 @@ def test_timestamps_map_inside_the_window_and_keep_their_order(start, duration, 
         assert round(window.start, 3) <= a <= b <= round(window.end, 3)
     starts = [a for a, _ in mapped]
     assert starts == sorted(starts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(speech_regions(), st.sampled_from([5.0, 15.0, 30.0]), st.integers(0, 2**31 - 1), st.booleans(), st.data())
+def test_windows_planned_as_regions_arrive_equal_the_whole_plan(regions, chunk, seed, with_scores, data):
+    """Regions given a few at a time (with how far the input has been read) plan the same windows,
+    each given out once, in time order, and only once no region to come could join it."""
+    scores = scores_for(regions, seed) if with_scores else None
+    expected = sorted(plan_windows([regions], chunk, [scores]), key=lambda w: w.start)
+    stream, got, k = WindowStream(chunk), [], 0
+    while k < len(regions):
+        n = data.draw(st.integers(1, 3))
+        got += stream.add(regions[k : k + n], scores)
+        k += n
+        earliest = regions[k][0] if k < len(regions) else regions[-1][1] + data.draw(st.floats(0, 40))
+        got += stream.advance(earliest)
+        if stream.open_start is not None:
+            assert all(w.end <= stream.open_start for w in got)
+    got += stream.finish()
+    assert got == expected

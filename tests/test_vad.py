@@ -295,3 +295,40 @@ def test_the_scheduler_cuts_on_the_vad_frame_grid():
     from mlxbatchwhisper.audio import SAMPLE_RATE
 
     assert schedule.FRAME == vad.CHUNK / SAMPLE_RATE
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.lists(st.integers(1, 60), min_size=1, max_size=8))
+def test_regions_streamed_in_blocks_equal_the_whole_pass(case, sizes):
+    """The hysteresis fed block by block gives each region once it is final, and the same regions."""
+    probs, num_samples, options = case
+    expected = [(s["start"], s["end"]) for s in vad.timestamps_from_probabilities(probs, num_samples, **options)]
+    stream = vad.SpeechStream(**options)
+    got, first, k = [], 0, 0
+    while first < len(probs):
+        block = probs[first : first + sizes[k % len(sizes)]]
+        earliest = stream.earliest
+        stream._machine.feed(block)
+        first += len(block)
+        stream.samples = min(num_samples, first * vad.CHUNK)
+        new = stream._ready(final=False)
+        assert all(start >= earliest for start, _ in new)  # nothing lands before what was promised
+        got += new
+        k += 1
+    stream.samples = num_samples
+    stream._machine.finish(num_samples)
+    assert got + stream._ready(final=True) == expected
+
+
+@pytest.mark.parametrize("block", [333, 16000, 700_001])
+def test_speech_stream_equals_the_whole_input(block):
+    """Fed in blocks of any size, the network's passes and so probabilities and regions are the whole input's."""
+    audio = np.concatenate([load("long_form"), np.zeros(40_000, np.float32), load("long_60s")])
+    regions, probs = vad.get_speech_timestamps(audio, return_probabilities=True, max_speech_duration_s=20)
+    stream = vad.SpeechStream(max_speech_duration_s=20)
+    got = []
+    for start in range(0, len(audio), block):
+        got += stream.feed(audio[start : start + block])
+    got += stream.finish()
+    assert np.array_equal(stream.probabilities, probs)
+    assert got == [(r["start"], r["end"]) for r in regions] and len(got) > 5

@@ -46,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("vad_onset", type=float, default=None, help="VAD: speech starts at this probability (Silero's 0.5)")
     add("vad_offset", type=float, default=None, help="VAD: speech ends below this probability (onset - 0.15)")
     add("chunk_size", type=float, default=30, help="longest window, seconds (at most 30)")
+    add(
+        "pack_short_inputs",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="decode the speech of short files (<= 15 s) together in shared windows: several times faster on "
+        "many short files, but a file's text may then depend on its neighbours (see docs/reliability.md)",
+    )
     add("output_dir", "-o", default=".", help="where to write the transcripts")
     add("output_format", "-f", choices=[*FORMATS, "all"], default="all", help="transcript format, or all of them")
     add(
@@ -193,6 +202,7 @@ def transcribe_options(args: argparse.Namespace, tokenizer: Tokenizer) -> dict:
         "initial_prompt": args.initial_prompt,
         "vad_options": args.vad_options,
         "mode": args.mode,
+        "pack_short_inputs": args.pack_short_inputs,
         "condition_on_previous_text": args.condition_on_previous_text,
         "clip_timestamps": args.clip_timestamps,
         "word_timestamps": args.word_timestamps,
