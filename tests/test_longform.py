@@ -2,8 +2,6 @@
 
 import html
 import json
-import subprocess
-import sys
 import wave
 from functools import cache
 
@@ -182,37 +180,3 @@ def test_cli_writes_every_format_and_reports_failures(tmp_path, capsys):
     assert "nope.wav: failed" in captured.err and "transcribed 1/2 files" in captured.out
     assert (out / "d05.txt").exists()
     assert cli([str(DATA / "d05.wav"), "--model", str(tmp_path / "no-model")]) == 2
-
-
-MEMORY_PROBE = r"""
-import resource, sys
-from mlxbatchwhisper import BatchedWhisper
-model = BatchedWhisper.from_pretrained("tiny.en")
-result = model.transcribe_audio(sys.argv[1], batch_size=4)[0]
-print(len(result["segments"]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
-"""
-
-
-def test_two_hours_of_audio_without_memory_growing_with_length(tmp_path):
-    """A 2 h file is read into a temporary file, not into memory: peak memory as for 10 minutes."""
-    speech = (corpus_audio("d01") * 32767).astype(np.int16)
-    peaks = {}
-    for minutes in (10, 120):
-        path = tmp_path / f"{minutes}min.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
-            block = np.zeros(16000 * 60, np.int16)
-            for m in range(minutes):
-                if m % 10 == 5:  # a passage every ten minutes, silence around it
-                    w.writeframes(np.concatenate([speech, block[len(speech) :]]).tobytes())
-                else:
-                    w.writeframes(block.tobytes())
-        out = subprocess.run(
-            [sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True, check=True, cwd=DATA.parent
-        )
-        segments, peak_mb = map(int, out.stdout.split()[-2:])
-        assert segments >= minutes // 10
-        peaks[minutes] = peak_mb
-        path.unlink()
-    print(f"peak RSS: 10 min {peaks[10]} MB, 120 min {peaks[120]} MB")
-    assert peaks[120] < peaks[10] + 150  # holding 2 h of float32 samples would add 460 MB
