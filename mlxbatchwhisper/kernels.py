@@ -38,8 +38,9 @@ _kernels, NATIVE_STATUS = _load_kernels()
 
 MIN_LENGTH = 64
 MAX_QUERIES = 16  # queries per head for the native cross-attention (beams × tokens); more go to BLAS
-THREADS_ENV = "MLXBATCHWHISPER_THREADS"  # threads for the native CPU kernels (default: the CPUs, at most 16)
-THREADS = int(os.environ.get(THREADS_ENV) or 0) or max(1, min(os.cpu_count() or 1, 16))
+THREADS_ENV = "MLXBATCHWHISPER_THREADS"  # threads for the native CPU kernels (default: the usable CPUs, ≤ 16)
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+THREADS = int(os.environ.get(THREADS_ENV) or 0) or max(1, min(_CPUS, 16))
 if _kernels is not None:
     _kernels.set_threads(THREADS)
 _WARPS = 8
