@@ -228,8 +228,15 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | str | None
     scale = q.shape[-1] ** -0.5
     if mask is not None or not _native(q, q.shape[2]):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
-    # one row's scores at a time (H·T² floats, not B·H·T²); the softmax reuses the scores' buffer
-    return mx.stack([_kernels.softmax((q[b] * scale) @ k[b].swapaxes(-1, -2)) @ v[b] for b in range(q.shape[0])])
+    # row by row, each after the one before (mx.depends), so a few rows' scores (H·T² floats each) are
+    # alive at once, not B·H·T²; the softmax writes over its scores' buffer (MLX donates it)
+    outputs: list[mx.array] = []
+    for b in range(q.shape[0]):
+        qb = q[b] * scale
+        if outputs:
+            (qb,) = mx.depends([qb], [outputs[-1]])
+        outputs.append(_kernels.softmax(qb @ k[b].swapaxes(-1, -2)) @ v[b])
+    return mx.stack(outputs)
 
 
 def cross_attention(q: mx.array, k: mx.array, v: mx.array) -> mx.array:

@@ -179,3 +179,14 @@ def test_logsumexp_rows_match_mlx_including_masked_rows():
     ours, ref = np.array(kernels.logsumexp(x)), np.array(mx.logsumexp(x, axis=-1))
     assert np.isneginf(ours[-1]) and np.isneginf(ref[-1])
     assert np.abs(ours[:-1] - ref[:-1]).max() < 1e-5 * np.abs(ref[:-1]).max()
+
+
+def test_encoder_attention_does_not_hold_every_rows_scores_at_once():
+    """Rows run one after another; without that, MLX computes all B rows' scores before any softmax."""
+    q, k, v = (mx.random.normal((16, 6, 1000, 64), key=kk) for kk in mx.random.split(mx.random.key(9), 3))
+    mx.eval(q, k, v)
+    row_of_scores = 6 * 1000 * 1000 * 4
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    mx.eval(kernels.attention(q, k, v))
+    assert mx.get_peak_memory() - base < 12 * row_of_scores
