@@ -48,15 +48,6 @@ namespace {
 // Workers are started once and wait for jobs; the calling thread takes a share of every job.
 class Pool {
  public:
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-
   int threads() const { return threads_; }
 
   void set_threads(int n) {
@@ -103,8 +94,7 @@ class Pool {
           int share;
           {
             std::unique_lock<std::mutex> lock(mutex_);
-            wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-            if (stop_) return;
+            wake_.wait(lock, [&] { return generation_ != seen; });
             seen = generation_;
             share = next_.fetch_add(1);
             if (share >= shares_) continue;
@@ -117,7 +107,7 @@ class Pool {
     }
   }
 
-  std::vector<std::thread> workers_;
+  std::vector<std::thread> workers_;  // never joined
   std::mutex mutex_, job_mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
@@ -125,12 +115,11 @@ class Pool {
   int shares_ = 0, pending_ = 0;
   std::atomic<int> next_{0};
   uint64_t generation_ = 0;
-  bool stop_ = false;
   int threads_ = 1;
 };
 
 Pool& pool() {
-  static Pool* p = new Pool();  // never destroyed: workers may outlive interpreter teardown order
+  static Pool* p = new Pool();  // never destroyed: its workers wait until the process ends
   return *p;
 }
 
