@@ -29,8 +29,9 @@ def _load_kernels() -> tuple[object | None, str]:
         from . import _kernels as ext
     except ImportError as e:  # the optional extension was not built: MLX's kernels only
         return None, f"not built ({e})"
-    if ext.MLX_VERSION != mx.__version__:
-        return None, f"built for MLX {ext.MLX_VERSION}, running {mx.__version__}: rebuild it"
+    built_for = getattr(ext, "MLX_VERSION", "an unknown version (an older build)")
+    if built_for != mx.__version__:
+        return None, f"built for MLX {built_for}, running {mx.__version__}: rebuild it"
     return ext, "loaded"
 
 

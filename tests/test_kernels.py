@@ -172,6 +172,12 @@ def test_an_extension_built_for_another_mlx_is_not_used(monkeypatch):
     assert ext is None and "rebuild" in status
 
 
+def test_an_old_build_of_the_extension_is_not_used(monkeypatch):
+    monkeypatch.delattr(K, "MLX_VERSION")
+    ext, status = kernels._load_kernels()
+    assert ext is None and "older build" in status
+
+
 def test_logsumexp_rows_match_mlx_including_masked_rows():
     x = mx.random.normal((5, 51864), key=mx.random.key(3)) * 6
     x = mx.where(mx.random.uniform(shape=x.shape, key=mx.random.key(4)) < 0.2, -mx.inf, x)
