@@ -2,9 +2,10 @@
 
 CPU: MLX's Linux CPU build computes exp and erf one element at a time, which makes the
 encoder's softmax (B·H·1500² scores a layer) and GELU cost more than its matrix products, and
-it runs a decoding step's cross-attention as one small matrix call per head. For float32 work
-over at least `MIN_LENGTH` positions, the optional `_kernels` extension computes these in place
-on evaluated arrays instead.
+a decoding step's log-sum-exp over the vocabulary cost more than the step's attention. For
+float32 work over at least `MIN_LENGTH` positions, the optional `_kernels` extension computes
+these as MLX primitives (`_kernels.cpp`): they return lazy arrays in MLX's graph, write only into
+buffers MLX allocates for them (or donates), and run when the graph is evaluated.
 
 CUDA: a decoding step's cross-attention streams every row's keys and values (large-v3 at batch
 64: 0.5 GB a layer); MLX's attention reads them at ~1.2 TB/s on an H100. `_ONE_QUERY_CUDA` is
@@ -21,15 +22,28 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-try:
-    from . import _kernels
-except ImportError:  # the optional extension was not built: MLX's kernels only
-    _kernels = None
+
+def _load_kernels() -> tuple[object | None, str]:
+    """The native extension when it was built against the MLX running here, and why not otherwise."""
+    try:
+        from . import _kernels as ext
+    except ImportError as e:  # the optional extension was not built: MLX's kernels only
+        return None, f"not built ({e})"
+    built_for = getattr(ext, "MLX_VERSION", "an unknown version (an older build)")
+    if built_for != mx.__version__:
+        return None, f"built for MLX {built_for}, running {mx.__version__}: rebuild it"
+    return ext, "loaded"
+
+
+_kernels, NATIVE_STATUS = _load_kernels()
 
 MIN_LENGTH = 64
 MAX_QUERIES = 16  # queries per head for the native cross-attention (beams × tokens); more go to BLAS
-THREADS_ENV = "MLXBATCHWHISPER_THREADS"  # threads for the native CPU kernels (default: the CPUs, at most 16)
-THREADS = int(os.environ.get(THREADS_ENV) or 0) or max(1, min(os.cpu_count() or 1, 16))
+THREADS_ENV = "MLXBATCHWHISPER_THREADS"  # threads for the native CPU kernels (default: the usable CPUs, ≤ 16)
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+THREADS = int(os.environ.get(THREADS_ENV) or 0) or max(1, min(_CPUS, 16))
+if _kernels is not None:
+    _kernels.set_threads(THREADS)
 _WARPS = 8
 _CUDA_MIN_HEADS = 512  # fewer (row, head) blocks leave the GPU idle: MLX's kernel is faster there
 
@@ -297,12 +311,14 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | str | None
     scale = q.shape[-1] ** -0.5
     if mask is not None or not _native(q, q.shape[2]):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
-    outputs = []
-    for b in range(q.shape[0]):  # one row's scores at a time: H·T² floats, not B·H·T²
-        scores = (q[b] * scale) @ k[b].swapaxes(-1, -2)
-        mx.eval(scores)
-        _kernels.softmax_(scores, scores.shape[-1], THREADS)
-        outputs.append(scores @ v[b])
+    # row by row, each after the one before (mx.depends), so a few rows' scores (H·T² floats each) are
+    # alive at once, not B·H·T²; the softmax writes over its scores' buffer (MLX donates it)
+    outputs: list[mx.array] = []
+    for b in range(q.shape[0]):
+        qb = q[b] * scale
+        if outputs:
+            (qb,) = mx.depends([qb], [outputs[-1]])
+        outputs.append(_kernels.softmax(qb @ k[b].swapaxes(-1, -2)) @ v[b])
     return mx.stack(outputs)
 
 
@@ -347,20 +363,16 @@ def _cross_attention(q: mx.array, k: mx.array, v: mx.array, scales: tuple = ()) 
         k, v = dequantize_kv(k, scales[0], q.dtype), dequantize_kv(v, scales[1], q.dtype)
     if q.shape[2] > MAX_QUERIES or not _native(q, k.shape[2]):
         return attention(q, k, v)
-    out = mx.contiguous(mx.array(q))  # a private copy: the kernel writes its output over it
-    mx.eval(out, k, v)
-    _kernels.attend_(out, k, v, k.shape[2], q.shape[-1], q.shape[2], q.shape[-1] ** -0.5, THREADS)
-    return out
+    b, h, t, d = q.shape
+    out = _kernels.attend(q.reshape(b * h, t, d), k.reshape(b * h, -1, d), v.reshape(b * h, -1, d), d**-0.5)
+    return out.reshape(b, h, t, d)
 
 
 def logsumexp(x: mx.array) -> mx.array:
     """log Σ exp over the last axis of (B, V) scores (a decoding step's log-probability normalizer)."""
     if x.ndim != 2 or not _native(x, x.shape[-1]):
         return mx.logsumexp(x, axis=-1)
-    out = np.empty(x.shape[0], np.float32)
-    mx.eval(x)
-    _kernels.logsumexp_(x, out, x.shape[-1], THREADS)
-    return mx.array(out)
+    return _kernels.logsumexp(x)
 
 
 def top_logprobs(logits: mx.array, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -372,22 +384,12 @@ def top_logprobs(logits: mx.array, k: int) -> tuple[np.ndarray, np.ndarray]:
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         idx = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
         return np.array(idx), np.array(mx.take_along_axis(logprobs, idx, axis=-1))
-    rows, n = logits.shape
-    idx, top, lse = np.empty((rows, k), np.int32), np.empty((rows, k), np.float32), np.empty(rows, np.float32)
-    mx.eval(logits)
-    _kernels.topk_(logits, idx, top, n, k, THREADS)
-    _kernels.logsumexp_(logits, lse, n, THREADS)
-    return idx, top - lse[:, None]
+    idx, top = _kernels.topk(logits, k)
+    return np.array(idx), np.array(top - _kernels.logsumexp(logits)[:, None])
 
 
 def gelu(x: mx.array) -> mx.array:
-    """Exact (erf) GELU of a (B, T, F) activation.
-
-    On the native path the result overwrites `x`: pass a freshly computed array that nothing
-    else holds (a layer's output), as the model does.
-    """
+    """Exact (erf) GELU of a (B, T, F) activation."""
     if x.ndim < 2 or not _native(x, x.size // x.shape[-1]):  # rows: batch × tokens
         return nn.gelu(x)
-    mx.eval(x)
-    _kernels.gelu_(x, THREADS)
-    return x
+    return _kernels.gelu(x)

@@ -4,6 +4,12 @@ MLX's Linux CPU wheel links a reference BLAS, about 20-50x slower than OpenBLAS 
 matrix products. Loading an optimized CBLAS with RTLD_GLOBAL before `mlx.core` is first
 imported makes the dynamic linker resolve MLX's `cblas_*` calls to it.
 
+Which one is fastest depends on the CPU, so when there is a choice each candidate runs a short
+set of float32 matrix products shaped like Whisper's (in a child process each, so the losers
+are never loaded here); the results are cached per CPU model and library in
+`~/.cache/mlxbatchwhisper/blas.json` ($XDG_CACHE_HOME is honoured), so this happens once per
+machine.
+
 MLX's CPU backend allocates its arrays with malloc. glibc serves large blocks with mmap and
 returns them to the system on free, so every large temporary (attention scores: 54 MB per
 layer for tiny) is page-faulted in again: that cost as much as the matrix product producing
@@ -14,9 +20,13 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import hashlib
+import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 
 BLAS_ENV = "MLXBATCHWHISPER_BLAS"
 MALLOC_ENV = "MLXBATCHWHISPER_MALLOC"
@@ -31,7 +41,35 @@ _SYSTEM_OPENBLAS = (
 
 _bound: str | None = None
 _bind_error: str | None = None
+_measured: dict[str, float] = {}  # GFLOP/s per candidate library
+_chosen_by = "none"
 _allocator = "default"
+
+# (M, N, K, weight): blocks of an encoder projection and of attention scores, a decoding step's projection,
+# MLP and vocabulary-head products for 16 rows. Each product is small (under ~1 ms) and timed at its
+# fastest of 15 calls, so time slices lost to other processes on a busy machine drop out; the weights
+# make the total about a Whisper batch's mix. Run in a child: ctypes only, no numpy, no MLX.
+_SGEMM_PROBE = """
+import ctypes, sys, time
+lib = ctypes.CDLL(sys.argv[1])
+f = lib.cblas_sgemm
+f.restype = None
+f.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                                   ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+flops = seconds = 0.0
+for m, n, k, weight in ((256, 1536, 384, 4), (512, 512, 64, 2), (16, 384, 384, 40), (16, 1536, 384, 20),
+                        (16, 4096, 384, 10)):
+    a, b, c = (ctypes.c_float * (m * k))(), (ctypes.c_float * (k * n))(), (ctypes.c_float * (m * n))()
+    f(101, 111, 112, m, n, k, 1.0, a, k, b, k, 0.0, c, n)  # warm-up: threads, packing buffers
+    best = float("inf")
+    for _ in range(15):
+        start = time.perf_counter()
+        f(101, 111, 112, m, n, k, 1.0, a, k, b, k, 0.0, c, n)
+        best = min(best, time.perf_counter() - start)
+    flops += 2.0 * m * n * k * weight
+    seconds += best * weight
+print(flops / seconds / 1e9)
+"""
 
 
 def _mkl_candidates() -> list[str]:
@@ -43,33 +81,125 @@ def _mkl_candidates() -> list[str]:
 
 
 def blas_candidates() -> list[str]:
-    """Libraries to try, in order: $MLXBATCHWHISPER_BLAS, the system's OpenBLAS, MKL's wheel."""
-    env = os.environ.get(BLAS_ENV)
-    return ([env] if env else []) + [p for p in _SYSTEM_OPENBLAS if os.path.exists(p)] + _mkl_candidates()
+    """Optimized CBLAS libraries found here: the system's OpenBLAS, MKL's wheel."""
+    found = [p for p in _SYSTEM_OPENBLAS if os.path.exists(p)] + _mkl_candidates()
+    unique = {os.path.realpath(p): p for p in reversed(found)}  # one path per library file
+    return [p for p in found if unique[os.path.realpath(p)] == p]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo), or the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model name")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_path() -> str:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "mlxbatchwhisper", "blas.json")
+
+
+def _cache_key(path: str) -> str:
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    probe = hashlib.sha1(_SGEMM_PROBE.encode()).hexdigest()[:8]  # a changed probe measures again
+    return f"{cpu_model()}|{os.cpu_count()}|{real}|{st.st_size}|{int(st.st_mtime)}|{probe}"
+
+
+def measure_blas(path: str, timeout: float = 60.0) -> float:
+    """GFLOP/s of `path`'s cblas_sgemm on one thread, Whisper-shaped float32 products (0.0 if it cannot run)."""
+    # one thread: the ranking of the libraries' kernels, which other processes' load on the machine
+    # barely moves (a multithreaded product waits for its slowest thread)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", _SGEMM_PROBE, path], capture_output=True, text=True, timeout=timeout, env=env
+        )
+        return float(out.stdout.strip()) if out.returncode == 0 else 0.0
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return 0.0
+
+
+def _measured_speeds(paths: list[str]) -> dict[str, float]:
+    """GFLOP/s per library, from the cache where this CPU and library were measured before."""
+    cache_file = _cache_path()
+    try:
+        with open(cache_file) as f:
+            cache = json.load(f)
+    except (OSError, ValueError):
+        cache = {}
+    speeds, changed = {}, False
+    for path in paths:
+        key = _cache_key(path)
+        if key not in cache:
+            cache[key], changed = measure_blas(path), True
+        speeds[path] = cache[key]
+    if changed:
+        try:
+            os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache_file))
+            with os.fdopen(fd, "w") as f:
+                json.dump(cache, f, indent=1)
+            os.replace(tmp, cache_file)
+        except OSError:  # read-only home: measured again next time
+            pass
+    return speeds
+
+
+def _bind(path: str) -> bool:
+    global _bound, _bind_error
+    try:
+        lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        _ = lib.cblas_sgemm  # must export CBLAS
+    except (OSError, AttributeError) as e:
+        _bind_error = f"{path}: {e}"
+        return False
+    _bound = path
+    return True
 
 
 def bind_fast_blas() -> str | None:
-    """Load the first available optimized CBLAS globally; return its path (None if none or too late).
+    """Load the fastest available optimized CBLAS globally; return its path (None if none or too late).
 
+    $MLXBATCHWHISPER_BLAS names a library to bind without measuring; `none` disables the binding.
     Does nothing off Linux (macOS MLX uses Accelerate) or when MLX is already imported.
-    Setting MLXBATCHWHISPER_BLAS=none disables the binding.
     """
-    global _bound, _bind_error
+    global _bind_error, _measured, _chosen_by
     if _bound or platform.system() != "Linux" or os.environ.get(BLAS_ENV) == "none":
         return _bound
     if "mlx.core" in sys.modules:
         _bind_error = "mlx.core was imported before mlxbatchwhisper; reference BLAS in use"
         return None
-    for path in blas_candidates():
-        try:
-            lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            _ = lib.cblas_sgemm  # must export CBLAS
-        except (OSError, AttributeError) as e:
-            _bind_error = f"{path}: {e}"
-            continue
-        _bound = path
-        return path
+    _limit_mkl_threads()
+    if os.environ.get(BLAS_ENV):
+        _chosen_by = f"${BLAS_ENV}"
+        return _bound if _bind(os.environ[BLAS_ENV]) else None
+    candidates = blas_candidates()
+    if len(candidates) > 1:
+        _measured = _measured_speeds(candidates)
+        candidates = sorted(candidates, key=lambda p: -_measured[p])  # stable: ties keep the listed order
+        _chosen_by = "measured"
+    else:
+        _chosen_by = "only candidate"
+    for path in candidates:
+        if _bind(path):
+            return path
     return None
+
+
+def _limit_mkl_threads() -> None:
+    """Unless set: MKL's OpenMP threads sleep right after a product (KMP_BLOCKTIME=0) instead of spinning
+    for 200 ms on the cores that MLX's stream and the native kernels use next (a decoding-step-shaped loop
+    of products and native attention: 1.1-2x faster on a 2-core Xeon), and MKL uses the CPUs this
+    process may run on."""
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
+    if hasattr(os, "sched_getaffinity"):
+        os.environ.setdefault("MKL_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 
 def set_blas_threads(n: int) -> bool:
@@ -124,13 +254,17 @@ def runtime_info() -> dict:
         blas = _bound
     else:
         blas = "reference (slow)" + (f": {_bind_error}" if _bind_error else "")
-    from .kernels import native_available
+    from .kernels import NATIVE_STATUS, native_available
 
     return {
         "device": str(mx.default_device()),
+        "cpu": cpu_model(),
         "blas": blas,
+        "blas_chosen_by": _chosen_by,
+        "blas_gflops": {path: round(g, 1) for path, g in _measured.items()},
         "allocator": _allocator,
         "native_cpu_kernels": native_available(),
+        "native_cpu_kernels_status": NATIVE_STATUS,
         "mlx": mx.__version__,
         "platform": f"{platform.system()} {platform.machine()}",
         "python": platform.python_version(),

@@ -14,6 +14,9 @@ if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
 fi
 
 python -m pip install -q -e ".[cpu,test]"
+# the native CPU kernels: an MLX extension, compiled against the MLX just installed
+python -m pip install -q "nanobind>=3.1" setuptools
+python -m pip install -q --no-build-isolation --no-deps -e .
 # whisperX for tests/test_whisperx_compat.py: its metadata pins torch 2.8, so without its dependencies
 python -m pip install -q --no-deps "whisperx==3.8.6"
 python scripts/make_test_data.py

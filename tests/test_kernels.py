@@ -1,6 +1,7 @@
-"""The native CPU kernels against MLX's own operations and float64 references."""
+"""The native CPU kernels against MLX's own operations and float64 references, and how they sit in MLX's graph."""
 
 import math
+import os
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -9,7 +10,15 @@ import pytest
 
 from mlxbatchwhisper import kernels
 
-pytestmark = pytest.mark.skipif(not kernels.native_available(), reason="native CPU kernels not built")
+pytestmark = pytest.mark.skipif(not kernels.native_available(), reason=f"native CPU kernels: {kernels.NATIVE_STATUS}")
+K = kernels._kernels
+
+
+@pytest.fixture
+def threads():
+    """Sets the kernels' thread count for a test and restores it."""
+    yield K.set_threads
+    K.set_threads(kernels.THREADS)
 
 
 def f64_softmax(x: np.ndarray) -> np.ndarray:
@@ -18,21 +27,83 @@ def f64_softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_softmax_in_place(threads):
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_softmax_matches_float64(threads, n):
+    threads(n)
     x = mx.random.normal((2, 5, 300, 1500), key=mx.random.key(0)) * 4
-    mx.eval(x)
-    ref = f64_softmax(np.array(x))
-    kernels._kernels.softmax_(x, 1500, threads)
-    assert np.abs(np.array(x) - ref).max() < 2e-6
+    assert np.abs(np.array(K.softmax(x)) - f64_softmax(np.array(x))).max() < 2e-6
 
 
-def test_gelu_in_place_is_exact():
+def test_gelu_is_exact(threads):
+    threads(2)
     x = mx.linspace(-12, 12, 300001)
-    mx.eval(x)
     exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in np.array(x).astype(np.float64)])
-    kernels._kernels.gelu_(x, 2)
-    assert np.abs(np.array(x) - exact).max() < 2e-6
+    assert np.abs(np.array(K.gelu(x)) - exact).max() < 2e-6
+
+
+def test_kernels_leave_their_inputs_and_views_of_them_unchanged():
+    """A reshape shares its source's buffer: a kernel given one must not write through it."""
+    key = mx.random.key(7)
+    a = mx.random.normal((4, 96, 1536), key=key)
+    q, k, v = (
+        mx.random.normal(s, key=kk) for s, kk in zip([(2, 6, 3, 64)] + [(2, 6, 1500, 64)] * 2, mx.random.split(key, 3))
+    )
+    mx.eval(a, q, k, v)
+    before = [np.array(t) for t in (a, q, k, v)]
+    outs = [
+        kernels.gelu(a.reshape(2, 192, 1536)),
+        K.softmax(a.reshape(4 * 96, 1536)),
+        K.logsumexp(a.reshape(-1, 1536)),
+        *K.topk(a.reshape(-1, 1536), 5),
+        kernels.cross_attention(q, k, v),
+        kernels.attention(k[:, :, :200], k[:, :, :200], v[:, :, :200]),
+    ]
+    mx.eval(outs)
+    for t, b in zip((a, q, k, v), before):
+        assert np.array_equal(np.array(t), b)
+    assert not np.array_equal(np.array(outs[0]).reshape(a.shape), before[0])  # the kernel did run
+
+
+def test_kernel_graph_is_lazy_and_traceable():
+    """The kernels add nodes to MLX's graph and evaluate nothing: mx.compile refuses any evaluation
+    while it traces, so a traced decoder-step-shaped graph (cross-attention, GELU, log-sum-exp)
+    proves none happens in the middle."""
+
+    def step(x, q, k, v, w):
+        h = kernels.gelu(x @ w)  # (B, 1, 1536) rows < MIN_LENGTH go to MLX: use 64 rows
+        o = kernels.cross_attention(q, k, v)
+        logits = h.reshape(h.shape[0], -1)
+        return o, logits - kernels.logsumexp(logits)[:, None]
+
+    key = mx.random.key(8)
+    ks = mx.random.split(key, 5)
+    x = mx.random.normal((2, 64, 384), key=ks[0])
+    q = mx.random.normal((2, 6, 1, 64), key=ks[1])
+    k, v = (mx.random.normal((2, 6, 1500, 64), key=kk) for kk in ks[2:4])
+    w = mx.random.normal((384, 1536), key=ks[4]) * 0.05
+    mx.eval(x, q, k, v, w)
+    eager, traced = step(x, q, k, v, w), mx.compile(step)(x, q, k, v, w)
+    for e, t in zip(eager, traced):
+        assert np.abs(np.array(e) - np.array(t)).max() < 1e-5
+    old_eval = mx.eval
+    calls = []
+    try:
+        mx.eval = lambda *a, **kw: calls.append(a) or old_eval(*a, **kw)
+        outs = step(x, q, k, v, w)
+    finally:
+        mx.eval = old_eval
+    assert calls == []
+    mx.eval(outs)
+
+
+def test_worker_threads_are_reused(threads):
+    threads(2)
+    x = mx.random.normal((64, 4096))
+    mx.eval(K.softmax(x))  # starts the pool
+    count = len(os.listdir("/proc/self/task"))
+    for _ in range(20):
+        mx.eval(K.softmax(x), K.gelu(x))
+    assert len(os.listdir("/proc/self/task")) == count
 
 
 def test_one_query_attention_matches_sdpa():
@@ -76,7 +147,8 @@ def test_encoder_attention_and_gelu_match_mlx():
     ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
     assert np.abs(np.array(kernels.attention(q, k, v)) - np.array(ref)).max() < 1e-5
     x = mx.random.normal((2, 100, 256), key=key) * 3
-    assert np.abs(np.array(kernels.gelu(x * 1)) - np.array(nn.gelu(x))).max() < 1e-5
+    assert np.abs(np.array(kernels.gelu(x)) - np.array(nn.gelu(x))).max() < 1e-5
+    assert np.abs(np.array(kernels.gelu(x * 1)) - np.array(nn.gelu(x))).max() < 1e-5  # a donated buffer
 
 
 def test_short_or_half_precision_inputs_use_mlx():
@@ -85,13 +157,25 @@ def test_short_or_half_precision_inputs_use_mlx():
     assert not kernels._native(x.astype(mx.float16), 1500)
 
 
-def test_wrong_buffers_are_refused():
-    with pytest.raises(TypeError, match="'f' buffer"):
-        kernels._kernels.gelu_(mx.zeros((4,), mx.float16))
-    with pytest.raises(ValueError, match="divide"):
-        kernels._kernels.softmax_(mx.zeros((10,)), 3)
+def test_wrong_inputs_are_refused():
+    with pytest.raises(ValueError, match="float32"):
+        K.gelu(mx.zeros((4,), mx.float16))
+    with pytest.raises(ValueError, match="0 < k"):
+        K.topk(mx.zeros((2, 10)), 11)
     with pytest.raises(ValueError, match="units"):
-        kernels._kernels.attend_(mx.zeros((2, 64)), mx.zeros((2, 10, 64)), mx.zeros((2, 11, 64)), 10, 64, 1, 0.1)
+        K.attend(mx.zeros((2, 1, 64)), mx.zeros((2, 10, 64)), mx.zeros((2, 11, 64)), 0.1)
+
+
+def test_an_extension_built_for_another_mlx_is_not_used(monkeypatch):
+    monkeypatch.setattr(kernels.mx, "__version__", "0.0.1")
+    ext, status = kernels._load_kernels()
+    assert ext is None and "rebuild" in status
+
+
+def test_an_old_build_of_the_extension_is_not_used(monkeypatch):
+    monkeypatch.delattr(K, "MLX_VERSION")
+    ext, status = kernels._load_kernels()
+    assert ext is None and "older build" in status
 
 
 def test_logsumexp_rows_match_mlx_including_masked_rows():
@@ -101,3 +185,14 @@ def test_logsumexp_rows_match_mlx_including_masked_rows():
     ours, ref = np.array(kernels.logsumexp(x)), np.array(mx.logsumexp(x, axis=-1))
     assert np.isneginf(ours[-1]) and np.isneginf(ref[-1])
     assert np.abs(ours[:-1] - ref[:-1]).max() < 1e-5 * np.abs(ref[:-1]).max()
+
+
+def test_encoder_attention_does_not_hold_every_rows_scores_at_once():
+    """Rows run one after another; without that, MLX computes all B rows' scores before any softmax."""
+    q, k, v = (mx.random.normal((16, 6, 1000, 64), key=kk) for kk in mx.random.split(mx.random.key(9), 3))
+    mx.eval(q, k, v)
+    row_of_scores = 6 * 1000 * 1000 * 4
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    mx.eval(kernels.attention(q, k, v))
+    assert mx.get_peak_memory() - base < 12 * row_of_scores

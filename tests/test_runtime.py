@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,58 @@ def test_blas_threads_can_be_set():
     assert run_python(code) == "True 1"
     with pytest.raises(ValueError, match="threads must be at least 1"):
         runtime.set_blas_threads(0)
+
+
+def _choice_with_cache(tmp_path, speeds: dict[str, float]) -> dict:
+    """runtime_info of a child whose BLAS cache holds `speeds` (GFLOP/s per candidate) for this machine."""
+    cache = tmp_path / "mlxbatchwhisper" / "blas.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({runtime._cache_key(p): g for p, g in speeds.items()}))
+    code = "import json, mlxbatchwhisper as m; print(json.dumps(m.runtime_info()))"
+    env = {k: v for k, v in os.environ.items() if k != runtime.BLAS_ENV}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "XDG_CACHE_HOME": str(tmp_path)},
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the BLAS binding is for Linux")
+def test_the_fastest_measured_blas_is_bound_whatever_the_order(tmp_path):
+    candidates = runtime.blas_candidates()
+    if len(candidates) < 2:
+        pytest.skip("needs two optimized BLAS libraries (libopenblas0-pthread and the mkl wheel)")
+    for fast in (candidates[0], candidates[-1]):
+        info = _choice_with_cache(tmp_path, {p: 500.0 if p == fast else 1.0 for p in candidates})
+        assert info["blas"] == fast and info["blas_chosen_by"] == "measured"
+        assert info["blas_gflops"][fast] == 500.0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the BLAS binding is for Linux")
+def test_measurements_are_cached_per_cpu_and_library(tmp_path):
+    candidates = runtime.blas_candidates()
+    if len(candidates) < 2:
+        pytest.skip("needs two optimized BLAS libraries (libopenblas0-pthread and the mkl wheel)")
+    code = "import json, mlxbatchwhisper as m; print(json.dumps(m.runtime_info()))"
+    env = {k: v for k, v in os.environ.items() if k != runtime.BLAS_ENV}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "XDG_CACHE_HOME": str(tmp_path)},
+    )
+    info = json.loads(out.stdout)
+    cached = json.loads((tmp_path / "mlxbatchwhisper" / "blas.json").read_text())
+    assert set(cached) == {runtime._cache_key(p) for p in candidates}
+    assert all(g > 0 for g in cached.values()), cached
+    assert info["blas_gflops"] == {p: round(cached[runtime._cache_key(p)], 1) for p in candidates}
+    assert info["blas"] == max(candidates, key=lambda p: cached[runtime._cache_key(p)])
+    assert info["cpu"] == runtime.cpu_model() and runtime.cpu_model() in runtime._cache_key(candidates[0])
+
+
+def test_a_library_that_cannot_multiply_measures_zero(tmp_path):
+    assert runtime.measure_blas(str(tmp_path / "missing.so")) == 0.0

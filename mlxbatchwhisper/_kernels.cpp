@@ -1,0 +1,436 @@
+// Float32 CPU kernels as MLX primitives: softmax over the last axis, exact GELU, row-wise
+// log-sum-exp and top-k, and attention of a few queries per head against precomputed keys and
+// values (a decoding step's cross-attention; the beams of a segment share their keys and values).
+//
+// MLX's Linux CPU build computes exp and erf one element at a time; these loops are vectorized by
+// the compiler (glibc's libmvec supplies SIMD expf/erff) and split over a persistent thread pool.
+// Each kernel is an MLX primitive: its result is a lazy array in MLX's graph, its output buffer is
+// allocated by MLX (or donated by an input MLX no longer needs), and it runs on MLX's CPU stream
+// when the graph is evaluated.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/array.h"
+#include "mlx/backend/common/unary.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+#include "mlx/version.h"
+
+namespace mx = mlx::core;
+namespace nb = nanobind;
+using namespace nb::literals;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define VECTORIZED __attribute__((noinline, target_clones("arch=x86-64-v3", "default")))
+#else
+#define VECTORIZED
+#endif
+
+namespace {
+
+// ---------------------------------------------------------------- thread pool
+// Workers are started once and wait for jobs; the calling thread takes a share of every job.
+class Pool {
+ public:
+  int threads() const { return threads_; }
+
+  void set_threads(int n) {
+    std::lock_guard<std::mutex> job(job_mutex_);
+    threads_ = std::max(1, n);
+  }
+
+  // Calls fn(begin, end) over [0, units) split into at most threads() contiguous shares.
+  void run(int64_t units, const std::function<void(int64_t, int64_t)>& fn) {
+    std::lock_guard<std::mutex> job(job_mutex_);
+    int shares = static_cast<int>(std::min<int64_t>(threads_, std::max<int64_t>(units, 1)));
+    if (shares == 1) {
+      fn(0, units);
+      return;
+    }
+    start_workers(shares - 1);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      fn_ = &fn;
+      units_ = units;
+      shares_ = shares;
+      next_.store(1);
+      pending_ = shares - 1;
+      generation_++;
+    }
+    wake_.notify_all();
+    work(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    fn_ = nullptr;
+  }
+
+ private:
+  void work(int share) {
+    int64_t per = (units_ + shares_ - 1) / shares_, begin = share * per, end = std::min(units_, begin + per);
+    if (begin < end) (*fn_)(begin, end);
+  }
+
+  void start_workers(int n) {
+    while (static_cast<int>(workers_.size()) < n) {
+      workers_.emplace_back([this] {
+        uint64_t seen = 0;
+        for (;;) {
+          int share;
+          {
+            std::unique_lock<std::mutex> lock(mutex_);
+            wake_.wait(lock, [&] { return generation_ != seen; });
+            seen = generation_;
+            share = next_.fetch_add(1);
+            if (share >= shares_) continue;
+          }
+          work(share);
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (--pending_ == 0) done_.notify_one();
+        }
+      });
+    }
+  }
+
+  std::vector<std::thread> workers_;  // never joined
+  std::mutex mutex_, job_mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t units_ = 0;
+  int shares_ = 0, pending_ = 0;
+  std::atomic<int> next_{0};
+  uint64_t generation_ = 0;
+  int threads_ = 1;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: its workers wait until the process ends
+  return *p;
+}
+
+// ---------------------------------------------------------------- loops
+// Compiled with -ffast-math (for libmvec): -inf is never compared directly, only through
+// -FLT_MAX or its bit pattern.
+VECTORIZED void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* p = x + r * n;
+    float* q = y + r * n;
+    float m = -FLT_MAX;
+    for (int64_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) {
+      q[i] = expf(p[i] - m);
+      s += q[i];
+    }
+    float inv = 1.f / s;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) q[i] *= inv;
+  }
+}
+
+VECTORIZED void logsumexp_rows(const float* x, float* out, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* p = x + r * n;
+    float m = -FLT_MAX;
+    for (int64_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
+    float s = 0.f;
+    if (m > -FLT_MAX) {  // some element is finite
+#pragma omp simd reduction(+ : s)
+      for (int64_t i = 0; i < n; i++) s += expf(p[i] - m);
+    }
+    out[r] = m > -FLT_MAX ? m + logf(s) : -INFINITY;
+  }
+}
+
+bool is_minus_inf(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return bits == 0xff800000u;
+}
+
+// The k largest values of each row and their indices, largest first; rows with fewer than k
+// finite values are completed with -inf at index 0.
+VECTORIZED void topk_rows(const float* x, int32_t* idx, float* val, int64_t rows, int64_t n, int64_t k) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* p = x + r * n;
+    float* bv = val + r * k;
+    int32_t* bi = idx + r * k;
+    int64_t filled = 0;
+    for (int64_t b = 0; b < n; b += 16) {  // blocks whose maximum cannot enter are skipped
+      int64_t end = std::min(b + 16, n);
+      float m = -FLT_MAX;
+      for (int64_t i = b; i < end; i++) m = p[i] > m ? p[i] : m;
+      if (filled == k && m <= bv[k - 1]) continue;
+      for (int64_t i = b; i < end; i++) {
+        float v = p[i];
+        if (is_minus_inf(v) || (filled == k && v <= bv[k - 1])) continue;
+        int64_t j = filled < k ? filled++ : k - 1;
+        for (; j > 0 && bv[j - 1] < v; j--) {
+          bv[j] = bv[j - 1];
+          bi[j] = bi[j - 1];
+        }
+        bv[j] = v;
+        bi[j] = static_cast<int32_t>(i);
+      }
+    }
+    for (int64_t j = filled; j < k; j++) {
+      bv[j] = -INFINITY;
+      bi[j] = 0;
+    }
+  }
+}
+
+VECTORIZED void gelu_span(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.f + erff(x[i] * 0.70710678118654752f));
+}
+
+// q, out (units, nq, dim); k, v (units, length, dim). A unit's keys and values are read once
+// for all its queries; scratch holds nq × length scores.
+VECTORIZED void attend(const float* q, const float* k, const float* v, float* out, int64_t units, int64_t nq,
+                       int64_t length, int64_t dim, float scale, float* scores) {
+  for (int64_t h = 0; h < units; h++) {
+    const float *qh = q + h * nq * dim, *kh = k + h * length * dim, *vh = v + h * length * dim;
+    float* oh = out + h * nq * dim;
+    for (int64_t t = 0; t < length; t++) {
+      const float* kt = kh + t * dim;
+      for (int64_t j = 0; j < nq; j++) {
+        const float* qj = qh + j * dim;
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t d = 0; d < dim; d++) s += qj[d] * kt[d];
+        scores[j * length + t] = s * scale;
+      }
+    }
+    softmax_rows(scores, scores, nq, length);
+    for (int64_t i = 0; i < nq * dim; i++) oh[i] = 0.f;
+    for (int64_t t = 0; t < length; t++) {
+      const float* vt = vh + t * dim;
+      for (int64_t j = 0; j < nq; j++) {
+        float w = scores[j * length + t], *oj = oh + j * dim;
+#pragma omp simd
+        for (int64_t d = 0; d < dim; d++) oj[d] += w * vt[d];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- primitives
+void no_gpu(const char* name) { throw std::runtime_error(std::string(name) + ": CPU only"); }
+
+class Softmax : public mx::UnaryPrimitive {
+ public:
+  explicit Softmax(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    mx::set_unary_output_data(x, out);  // x's buffer when MLX says nothing else needs it
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_output_array(out);
+    int64_t n = x.shape().back();
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), out = mx::array::unsafe_weak_copy(out), n]() mutable {
+      const float* src = x.data<float>();
+      float* dst = out.data<float>();
+      pool().run(static_cast<int64_t>(x.size()) / n,
+                 [&](int64_t b, int64_t e) { softmax_rows(src + b * n, dst + b * n, e - b, n); });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperSoftmax"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
+class Gelu : public mx::UnaryPrimitive {
+ public:
+  explicit Gelu(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    mx::set_unary_output_data(x, out);
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_output_array(out);
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), out = mx::array::unsafe_weak_copy(out)]() mutable {
+      const float* src = x.data<float>();
+      float* dst = out.data<float>();
+      constexpr int64_t block = 4096;
+      int64_t size = static_cast<int64_t>(x.size()), blocks = (size + block - 1) / block;
+      pool().run(blocks, [&](int64_t b, int64_t e) {
+        int64_t lo = b * block, hi = std::min(size, e * block);
+        gelu_span(src + lo, dst + lo, hi - lo);
+      });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperGelu"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
+class LogSumExp : public mx::UnaryPrimitive {
+ public:
+  explicit LogSumExp(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_output_array(out);
+    int64_t n = x.shape().back();
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), out = mx::array::unsafe_weak_copy(out), n]() mutable {
+      const float* src = x.data<float>();
+      float* dst = out.data<float>();
+      pool().run(static_cast<int64_t>(out.size()),
+                 [&](int64_t b, int64_t e) { logsumexp_rows(src + b * n, dst + b, e - b, n); });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperLogSumExp"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
+class TopK : public mx::Primitive {
+ public:
+  TopK(mx::Stream s, int k) : mx::Primitive(s), k_(k) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    const auto& x = inputs[0];
+    auto &idx = outputs[0], &val = outputs[1];
+    idx.set_data(mx::allocator::malloc(idx.nbytes()));
+    val.set_data(mx::allocator::malloc(val.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_output_array(idx);
+    enc.set_output_array(val);
+    int64_t n = x.shape().back(), k = k_;
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), idx = mx::array::unsafe_weak_copy(idx),
+                  val = mx::array::unsafe_weak_copy(val), n, k]() mutable {
+      const float* src = x.data<float>();
+      int32_t* pi = idx.data<int32_t>();
+      float* pv = val.data<float>();
+      pool().run(static_cast<int64_t>(x.size()) / n,
+                 [&](int64_t b, int64_t e) { topk_rows(src + b * n, pi + b * k, pv + b * k, e - b, n, k); });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperTopK"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return static_cast<const TopK&>(other).k_ == k_;
+  }
+
+ private:
+  int k_;
+};
+
+class Attend : public mx::UnaryPrimitive {
+ public:
+  Attend(mx::Stream s, float scale) : mx::UnaryPrimitive(s), scale_(scale) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    int64_t units = q.shape(0), nq = q.shape(1), dim = q.shape(2), length = k.shape(1);
+    int threads = pool().threads();
+    // Each share's scores: allocated here, so a failed allocation raises before anything runs.
+    mx::array scratch({threads, static_cast<int>(nq * length)}, mx::float32, nullptr, {});
+    scratch.set_data(mx::allocator::malloc(scratch.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(q);
+    enc.set_input_array(k);
+    enc.set_input_array(v);
+    enc.set_output_array(out);
+    enc.add_temporary(scratch);
+    enc.dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
+                  v = mx::array::unsafe_weak_copy(v), out = mx::array::unsafe_weak_copy(out),
+                  scratch = mx::array::unsafe_weak_copy(scratch), units, nq, dim, length, threads,
+                  scale = scale_]() mutable {
+      const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
+      float *po = out.data<float>(), *ps = scratch.data<float>();
+      std::atomic<int> slot{0};
+      pool().run(units, [&](int64_t b, int64_t e) {
+        float* scores = ps + static_cast<int64_t>(slot.fetch_add(1) % threads) * nq * length;
+        attend(pq + b * nq * dim, pk + b * length * dim, pv + b * length * dim, po + b * nq * dim, e - b, nq,
+               length, dim, scale, scores);
+      });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperAttend"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return static_cast<const Attend&>(other).scale_ == scale_;
+  }
+
+ private:
+  float scale_;
+};
+
+// ---------------------------------------------------------------- ops
+mx::Stream cpu_stream() { return mx::default_stream(mx::Device::cpu); }
+
+mx::array checked(const mx::array& x, const char* what) {
+  if (x.dtype() != mx::float32) throw std::invalid_argument(std::string(what) + ": float32 expected");
+  if (x.ndim() < 1 || x.shape().back() == 0) throw std::invalid_argument(std::string(what) + ": empty last axis");
+  return mx::contiguous(x, false, cpu_stream());
+}
+
+mx::array softmax(const mx::array& x) {
+  auto xc = checked(x, "softmax");
+  return mx::array(xc.shape(), mx::float32, std::make_shared<Softmax>(cpu_stream()), {xc});
+}
+
+mx::array gelu(const mx::array& x) {
+  auto xc = checked(x, "gelu");
+  return mx::array(xc.shape(), mx::float32, std::make_shared<Gelu>(cpu_stream()), {xc});
+}
+
+mx::array logsumexp(const mx::array& x) {
+  auto xc = checked(x, "logsumexp");
+  mx::Shape shape(xc.shape().begin(), xc.shape().end() - 1);
+  return mx::array(shape, mx::float32, std::make_shared<LogSumExp>(cpu_stream()), {xc});
+}
+
+std::vector<mx::array> topk(const mx::array& x, int k) {
+  auto xc = checked(x, "topk");
+  if (k < 1 || k > xc.shape().back()) throw std::invalid_argument("topk: 0 < k <= the last axis expected");
+  mx::Shape shape = xc.shape();
+  shape.back() = k;
+  return mx::array::make_arrays({shape, shape}, {mx::int32, mx::float32}, std::make_shared<TopK>(cpu_stream(), k),
+                                {xc});
+}
+
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale) {
+  auto qc = checked(q, "attend"), kc = checked(k, "attend"), vc = checked(v, "attend");
+  if (qc.ndim() != 3 || kc.ndim() != 3 || kc.shape() != vc.shape() || qc.shape(0) != kc.shape(0) ||
+      qc.shape(2) != kc.shape(2))
+    throw std::invalid_argument("attend: q (units, nq, dim) and k, v (units, length, dim) expected");
+  return mx::array(qc.shape(), mx::float32, std::make_shared<Attend>(cpu_stream(), scale), {qc, kc, vc});
+}
+
+}  // namespace
+
+NB_MODULE(_kernels, m) {
+  nb::module_::import_("mlx.core");
+  m.attr("MLX_VERSION") = MLX_BUILT_VERSION;
+  m.def("mlx_version", [] { return std::string(mx::version()); }, "The MLX version loaded in this process.");
+  m.def("softmax", &softmax, "x"_a, "Softmax over the last axis of a float32 array (lazy, on the CPU).");
+  m.def("gelu", &gelu, "x"_a, "Exact (erf) GELU of a float32 array (lazy, on the CPU).");
+  m.def("logsumexp", &logsumexp, "x"_a, "log Σ exp over the last axis of a float32 array (lazy, on the CPU).");
+  m.def("topk", &topk, "x"_a, "k"_a,
+        "[indices, values] of the k largest of each last-axis row, largest first (lazy, on the CPU).");
+  m.def("attend", &attention, "q"_a, "k"_a, "v"_a, "scale"_a,
+        "softmax(q kᵀ·scale) v for q (units, nq, dim) against k, v (units, length, dim) (lazy, on the CPU).");
+  m.def("set_threads", [](int n) { pool().set_threads(n); }, "n"_a, "Threads the kernels split their work over.");
+  m.def("threads", [] { return pool().threads(); }, "Threads the kernels split their work over.");
+}
