@@ -56,23 +56,37 @@ def file_wer(name: str, hypothesis: str, reference: str | None = None) -> float:
     return jiwer.wer(_words(reference or devset()[name]["text"], language), _words(hypothesis, language))
 
 
-def openai_transcripts(names: list[str]) -> dict[str, str]:
-    """openai-whisper's `transcribe` (defaults, language given) on our weights, cached in the dev-set folder."""
+def _openai_cache() -> Path:
+    return DEVSET / "openai-transcribe.json"
+
+
+def store_openai_transcripts(texts: dict[str, str]) -> None:
+    """Put openai-whisper transcripts (made as `openai_transcripts` makes them) into its cache."""
+    path = _openai_cache()
+    cached = json.loads(path.read_text()) if path.exists() else {}
+    cached.update({f"{n}:{model_for(devset()[n]['language'])}": t for n, t in texts.items()})
+    path.write_text(json.dumps(cached, indent=1, ensure_ascii=False))
+
+
+def openai_transcripts(names: list[str], compute: bool = True) -> dict[str, str]:
+    """openai-whisper's `transcribe` (defaults, language given) on our weights, cached in the dev-set folder
+    (compute=False: only the files already there)."""
     import torch
     import whisper
 
-    path = DEVSET / "openai-transcribe.json"
+    path = _openai_cache()
     cached = json.loads(path.read_text()) if path.exists() else {}
     for name in names:
         language = devset()[name]["language"]
         key = f"{name}:{model_for(language)}"
-        if key not in cached:
+        if key not in cached and compute:
             audio = torch.from_numpy(devset_audio(name))
             cached[key] = whisper.transcribe(openai_model(model_for(language)), audio, fp16=False, language=language)[
                 "text"
             ]
             path.write_text(json.dumps(cached, indent=1, ensure_ascii=False))
-    return {n: cached[f"{n}:{model_for(devset()[n]['language'])}"] for n in names}
+    keys = {n: f"{n}:{model_for(devset()[n]['language'])}" for n in names}
+    return {n: cached[k] for n, k in keys.items() if k in cached}
 
 
 def ours(names: list[str], **options) -> dict[str, str]:
