@@ -1,95 +1,139 @@
 #!/usr/bin/env python3
-"""Long-form transcription against the peers, same weights, one run (CPU): RTF and WER.
+"""Long recordings: both modes beside the peers on the real-speech dev set, same weights, one run (CPU).
 
-On the corpus's long_60s (four passages with pauses, 60 s) and long_form (all English passages,
-~3.3 min):
-- ours: Silero VAD, windows of ≤ 30 s, batch 16 (`transcribe_audio`), greedy and beam 5, and
-  without timestamps (one segment per window, as faster-whisper's batched mode decodes);
-- mlx-whisper's `transcribe` (sequential 30 s windows), float32;
-- faux batching: our VAD's windows transcribed one by one with mlx-whisper (the seed's pipeline);
-- faster-whisper's BatchedInferencePipeline (its own VAD, batch 16), float32 and int8, with its
-  default beam 5 and greedy;
-- openai-whisper's `transcribe` (the reference implementation), float32.
-All with their default temperature fallback, in English. WER is against the corpus text after
-openai-whisper's English normalizer.
-Usage: python benchmarks/longform.py [--models tiny.en] [--json OUT]
-       python benchmarks/longform.py --short-files [--models tiny.en]   (many short files: `short_files`)
+Cases (`--cases`, run in turn; each is a function that returns rows):
+- folder: the dev set's 12 files (30-108 s): English with tiny.en, French and Spanish with base,
+  each implementation given all the files of a model at once (ours batches across them);
+- long: the dev set's 5 min English recording (en_prompts_long), tiny.en.
+Implementations, each with its own defaults but the language (given), on the CPU in float32:
+- ours: `transcribe_audio(mode="vad")` and `mode="sequential"` (batch 16);
+- openai-whisper's `transcribe` (the reference algorithm);
+- faster-whisper: `WhisperModel.transcribe` (sequential, beam 5 by default) and `BatchedInferencePipeline`
+  (its VAD, batch 16);
+- whisperX is not run: its default VAD needs pyannote.audio, which is not installed (whisperX is installed
+  without dependencies; pyannote.audio's pull in another torch).
+WER ("wer", per-file mean) is against the dev set's transcripts, "wer_vs_openai" against openai-whisper's
+output (this run's, or cached by an earlier run or by tests/devset.py when `--impls` leaves it out);
+RTF is audio seconds per wall second over the case. Build the dev set first (scripts/make_devset.py).
+Usage: python benchmarks/longform.py [--cases folder long] [--impls LABEL_PART ...] [--json OUT]
+       python benchmarks/longform.py --short-files tiny.en   (many short files: `short_files`)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
-from mlxbatchwhisper import BatchedWhisper, vad  # noqa: E402
-from mlxbatchwhisper.convert import convert  # noqa: E402
-from mlxbatchwhisper.schedule import plan_windows  # noqa: E402
-from reference import corpus_audio, ct2_model_dir, manifest, openai_model, wer  # noqa: E402
+from devset import (  # noqa: E402
+    devset,
+    devset_audio,
+    file_wer,
+    folder,
+    model_for,
+    openai_transcripts,
+    store_openai_transcripts,
+)
+from reference import ct2_model_dir, openai_model, our_model  # noqa: E402
 
-FILES = ("long_60s", "long_form")
+# an implementation: (model name, [(audio, language)]) -> one transcript per audio
+Runner = Callable[[str, list], list[str]]
+REFERENCE = "openai-whisper transcribe"
 
 
-def runners(name: str, mlx_dir: Path) -> dict:
-    import mlx_whisper
+def runners() -> dict[str, Runner]:
+    import torch
     import whisper
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    ours = BatchedWhisper.from_pretrained(name)
-    ct2 = str(ct2_model_dir(name))
-    fw = {
-        ct: BatchedInferencePipeline(WhisperModel(ct2, device="cpu", compute_type=ct, cpu_threads=2))
-        for ct in ("float32", "int8")
-    }
+    fw: dict[str, WhisperModel] = {}
 
-    def faux(audio):
-        regions, probs = vad.get_speech_timestamps(audio, return_probabilities=True)
-        windows = sorted(plan_windows([[(r["start"], r["end"]) for r in regions]], 30, [probs]), key=lambda w: w.start)
-        return " ".join(
-            mlx_whisper.transcribe(
-                audio[int(w.start * 16000) : int(w.end * 16000)],
-                path_or_hf_repo=str(mlx_dir),
-                fp16=False,
-                language="en",
-            )["text"]
-            for w in windows
-        )
+    def faster(name: str) -> WhisperModel:
+        if name not in fw:
+            fw[name] = WhisperModel(str(ct2_model_dir(name)), device="cpu", compute_type="float32", cpu_threads=2)
+        return fw[name]
 
-    def fw_run(compute: str, beam: int):
-        return lambda a: " ".join(
-            s.text for s in fw[compute].transcribe(a, batch_size=16, language="en", beam_size=beam)[0]
-        )
+    def ours(mode: str) -> Runner:
+        def run(name, inputs):
+            results = our_model(name).transcribe_audio(
+                [a for a, _ in inputs], language=[lang for _, lang in inputs], batch_size=16, mode=mode
+            )
+            return [" ".join(s["text"] for s in r["segments"]) for r in results]
 
-    def ours_run(beam: int | None, without_timestamps: bool = False):
-        return lambda a: " ".join(
-            s["text"]
-            for s in ours.transcribe_audio(
-                a, batch_size=16, language="en", beam_size=beam, without_timestamps=without_timestamps
-            )[0]["segments"]
-        )
+        return run
 
     return {
-        "mlxbatchwhisper VAD + batch 16": ours_run(None),
-        "mlxbatchwhisper VAD + batch 16, no timestamps": ours_run(None, True),
-        "mlxbatchwhisper VAD + batch 16, beam 5": ours_run(5),
-        "mlx-whisper transcribe (sequential)": lambda a: mlx_whisper.transcribe(
-            a, path_or_hf_repo=str(mlx_dir), fp16=False, language="en"
-        )["text"],
-        "faux batching (our VAD, mlx-whisper one by one)": faux,
-        "faster-whisper batched 16 float32": fw_run("float32", 1),
-        "faster-whisper batched 16 float32, beam 5": fw_run("float32", 5),
-        "faster-whisper batched 16 int8": fw_run("int8", 1),
-        "faster-whisper batched 16 int8, beam 5": fw_run("int8", 5),
-        "openai-whisper transcribe": lambda a: whisper.transcribe(openai_model(name), a, fp16=False, language="en")[
-            "text"
+        REFERENCE: lambda name, inputs: [
+            whisper.transcribe(openai_model(name), torch.from_numpy(a), fp16=False, language=lang)["text"]
+            for a, lang in inputs
+        ],
+        "ours, mode=vad": ours("vad"),
+        "ours, mode=sequential": ours("sequential"),
+        "faster-whisper sequential": lambda name, inputs: [
+            " ".join(s.text for s in faster(name).transcribe(a, language=lang)[0]) for a, lang in inputs
+        ],
+        "faster-whisper batched 16": lambda name, inputs: [
+            " ".join(
+                s.text for s in BatchedInferencePipeline(faster(name)).transcribe(a, language=lang, batch_size=16)[0]
+            )
+            for a, lang in inputs
         ],
     }
+
+
+def run_case(case: str, names: list[str], impls: dict[str, Runner]) -> list[dict]:
+    """Every implementation on the files `names` (grouped by model), timed; WER per file against the
+    dev set's text and openai-whisper's transcript."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(model_for(devset()[n]["language"]), []).append(n)
+    audios = {n: devset_audio(n) for n in names}
+    seconds = sum(len(a) for a in audios.values()) / 16000
+    texts: dict[str, dict[str, str]] = {}
+    rows = []
+    for label, run in impls.items():
+        for name in groups:  # warm-up: load the model, first kernels
+            run(name, [(audios[groups[name][0]][: 16000 * 5], devset()[groups[name][0]]["language"])])
+        start = time.perf_counter()
+        texts[label] = {}
+        for name, group in groups.items():
+            out = run(name, [(audios[n], devset()[n]["language"]) for n in group])
+            texts[label].update(zip(group, out))
+        wall = time.perf_counter() - start
+        rows.append({"case": case, "impl": label, "files": len(names), "audio_s": seconds, "wall_s": wall})
+        print(f"{case}: {label}: {wall:.1f} s", flush=True)
+        if label == REFERENCE:
+            store_openai_transcripts(texts[label])
+    # this run's openai-whisper transcripts, else those an earlier run cached (files without one are left out)
+    reference = openai_transcripts(names, compute=False)
+    for row in rows:
+        got = texts[row["impl"]]
+        per_file = {n: file_wer(n, got[n]) for n in names}
+        vs_openai = {n: file_wer(n, got[n], reference=text) for n, text in reference.items()}
+        row.update(
+            rtf=seconds / row["wall_s"],
+            wer=sum(per_file.values()) / len(names),
+            files_vs_openai=len(reference),
+            wer_vs_openai=sum(vs_openai.values()) / max(1, len(reference)),
+            worst_vs_reference_gap=max((per_file[n] - file_wer(n, text) for n, text in reference.items()), default=0),
+            per_file=per_file,
+            texts=got,
+        )
+    return rows
+
+
+CASES: dict[str, Callable[[dict[str, Runner]], list[dict]]] = {
+    "folder": lambda impls: run_case("folder", folder(), impls),
+    "long": lambda impls: run_case("long", [n for n, f in devset().items() if f.get("long")], impls),
+}
 
 
 def short_files(name: str, count: int = 200, seconds: float = 2.0) -> None:
@@ -100,10 +144,12 @@ def short_files(name: str, count: int = 200, seconds: float = 2.0) -> None:
     >= 0.7), with and without --pack_short_inputs; and how far the short files' joined text is from the
     long file's (WER).
     """
-    import subprocess
+    import tempfile
     import wave
 
     import numpy as np
+
+    from reference import corpus_audio, wer
 
     audio = corpus_audio("long_form")
     size = int(seconds * 16000)
@@ -145,54 +191,35 @@ def short_files(name: str, count: int = 200, seconds: float = 2.0) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["tiny.en"])
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument(
+        "--impls", nargs="+", help="only the implementations whose label has one of these (and openai's)"
+    )
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--short-files", action="store_true", help="only the many-short-files case (short_files)")
+    parser.add_argument(
+        "--short-files", metavar="MODEL", help="instead: many 2 s files against one long file (`short_files`)"
+    )
     args = parser.parse_args()
     if args.short_files:
-        for name in args.models:
-            short_files(name)
+        short_files(args.short_files)
         return
-    print(json.dumps(mlxbatchwhisper.runtime_info()))
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "")
+    info = {**mlxbatchwhisper.runtime_info(), "cpu_model": model or platform.processor()}
+    print(json.dumps(info))
+    impls = {label: run for label, run in runners().items() if not args.impls or any(k in label for k in args.impls)}
     rows = []
-    for name in args.models:
-        with tempfile.TemporaryDirectory() as tmp:
-            mlx_dir = Path(tmp) / "mlx"
-            convert(name, mlx_dir, dtype="float32")
-            for label, run in runners(name, mlx_dir).items():
-                run(corpus_audio("d01"))  # warm-up
-                for f in FILES:
-                    audio = corpus_audio(f)
-                    start = time.perf_counter()
-                    text = run(audio)
-                    wall = time.perf_counter() - start
-                    rows.append(
-                        {
-                            "model": name,
-                            "impl": label,
-                            "file": f,
-                            "rtf": len(audio) / 16000 / wall,
-                            "wall_s": wall,
-                            "wer": wer([manifest()[f]["text"]], [text]),
-                        }
-                    )
-                    r = rows[-1]
-                    print(f"{name:8s} {f:10s} {label:48s} RTF {r['rtf']:6.1f}  WER {100 * r['wer']:5.1f}%", flush=True)
-        by = {(r["impl"], r["file"]): r for r in rows if r["model"] == name}
-        for f in FILES:
-            ours = by[("mlxbatchwhisper VAD + batch 16", f)]["rtf"]
-            beam = by[("mlxbatchwhisper VAD + batch 16, beam 5", f)]["rtf"]
-            plain = by[("mlxbatchwhisper VAD + batch 16, no timestamps", f)]["rtf"]
-            fw = by[("faster-whisper batched 16 float32", f)]["rtf"]
-            print(
-                f"  {f}: ours / faux batching "
-                f"{ours / by[('faux batching (our VAD, mlx-whisper one by one)', f)]['rtf']:.2f}x"
-                f" (target >= 4); / faster-whisper float32 batched (greedy, no timestamps): ours without"
-                f" timestamps {plain / fw:.2f}x, with {ours / fw:.2f}x; beam 5 "
-                f"{beam / by[('faster-whisper batched 16 float32, beam 5', f)]['rtf']:.2f}x (target >= 1)"
-            )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    for case in args.cases:
+        rows += CASES[case](impls)
+        if args.json:
+            args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=1, ensure_ascii=False))
+    print("\n| case | implementation | wall | RTF | WER | WER vs openai | worst file vs openai's WER |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['impl']} | {r['wall_s']:.1f} s | {r['rtf']:.1f} | {100 * r['wer']:.1f}% |"
+            f" {100 * r['wer_vs_openai']:.1f}% | {100 * r['worst_vs_reference_gap']:+.1f} pt |"
+        )
 
 
 if __name__ == "__main__":

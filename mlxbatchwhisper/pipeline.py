@@ -273,6 +273,8 @@ class BatchedWhisper:
         pack_short_inputs: bool = False,
         condition_on_previous_text: bool = SequentialOptions.condition_on_previous_text,
         clip_timestamps: str | Sequence[float] = SequentialOptions.clip_timestamps,
+        carry_initial_prompt: bool = SequentialOptions.carry_initial_prompt,
+        hallucination_silence_threshold: float | None = SequentialOptions.hallucination_silence_threshold,
         **options: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
@@ -289,7 +291,8 @@ class BatchedWhisper:
 
         `mode="sequential"` runs openai-whisper's own long-form algorithm on each input (30 s windows
         that follow the last timestamp, prompted by the text before them: `condition_on_previous_text`,
-        `clip_timestamps`), one window of every input per batch; VAD and `chunk_size` do not apply.
+        `clip_timestamps`, `carry_initial_prompt`, `hallucination_silence_threshold` (with word timestamps)),
+        one window of every input per batch; VAD and `chunk_size` do not apply.
         """
         checks.choice("on_error", on_error, ("raise", "yield"))
         checks.number("chunk_size", chunk_size, low=0, high=30, low_open=True)
@@ -315,7 +318,10 @@ class BatchedWhisper:
         if mode == "sequential":
             if vad_segments is not None:
                 raise ValueError("vad_segments do not apply with mode='sequential' (openai-whisper's own windows)")
-            sequential = SequentialOptions(condition_on_previous_text, clip_timestamps)
+            checks.flag("carry_initial_prompt", carry_initial_prompt)
+            sequential = SequentialOptions(
+                condition_on_previous_text, clip_timestamps, carry_initial_prompt, hallucination_silence_threshold
+            )
             sequential.clips(0)  # checks clip_timestamps before any work
             job = _Sequential(
                 SequentialTranscriber(
@@ -336,6 +342,11 @@ class BatchedWhisper:
         elif mode == "vad":
             if clip_timestamps != SequentialOptions.clip_timestamps:
                 raise ValueError("clip_timestamps applies with mode='sequential'; with VAD give vad_segments")
+            if carry_initial_prompt or hallucination_silence_threshold is not None:
+                raise ValueError(
+                    "carry_initial_prompt and hallucination_silence_threshold apply with mode='sequential'"
+                    " (with VAD, initial_prompt prompts every window)"
+                )
             job = _LongForm(
                 self,
                 decoding,

@@ -34,6 +34,14 @@ class SequentialOptions:
 
     condition_on_previous_text: bool = True
     clip_timestamps: str | Sequence[float] = "0"
+    carry_initial_prompt: bool = False  # the initial prompt leads every window's prompt
+    hallucination_silence_threshold: float | None = None  # with word timestamps: skip silences this long
+    # (seconds) around a window's likely hallucinations
+
+    def __post_init__(self) -> None:
+        t = self.hallucination_silence_threshold
+        if t is not None and not (isinstance(t, (int, float)) and t >= 0):
+            raise ValueError(f"hallucination_silence_threshold must be None or seconds >= 0, not {t!r}")
 
     def clips(self, content_frames: int) -> list[tuple[int, int]]:
         """(start, end) mel frames to transcribe: pairs of `clip_timestamps` seconds, the last end the file's."""
@@ -91,8 +99,13 @@ class _Stream:
         part = self.mel[seek : seek + size]
         return mx.pad(part, [(0, N_FRAMES - size), (0, 0)]) if size < N_FRAMES else part
 
-    def prompt(self) -> tuple[int, ...]:
-        return tuple(self.all_tokens[self.prompt_reset_since :])
+    def prompt(self, carry_initial: bool, n_text_ctx: int) -> tuple[int, ...]:
+        """The window's prompt: the text since the last reset, after the initial prompt when it is carried."""
+        if not carry_initial:
+            return tuple(self.all_tokens[self.prompt_reset_since :])
+        n = self.initial_prompt_length
+        room = n_text_ctx // 2 - 1 - n  # openai-whisper's slice, kept as it is (0 keeps all)
+        return tuple(self.all_tokens[:n] + self.all_tokens[max(n, self.prompt_reset_since) :][-room:])
 
 
 def cut_window(
@@ -191,7 +204,13 @@ class SequentialTranscriber:
             mx.eval(encoded)
             features += [encoded[k : k + 1] for k in range(len(chunk))]
         items = [
-            Item(key=i, features=f, prompt=s.prompt(), language=s.language, duration=size * HOP_LENGTH / SAMPLE_RATE)
+            Item(
+                key=i,
+                features=f,
+                prompt=s.prompt(self.options.carry_initial_prompt, self.model.dims.n_text_ctx),
+                language=s.language,
+                duration=size * HOP_LENGTH / SAMPLE_RATE,
+            )
             for i, ((s, _, size), f) in enumerate(zip(windows, features))
         ]
         results: dict[int, DecodingResult] = {}
@@ -208,8 +227,8 @@ class SequentialTranscriber:
             segments, next_seek, single_ending = cut_window(result.tokens, self.tokenizer, seek, size)
             cut.append((s, seek, size, f, result, segments, next_seek, single_ending))
         timed = self._time_words(cut) if self.words is not None else [None] * len(cut)
-        for (s, seek, _, _, result, segments, next_seek, single_ending), words in zip(cut, timed):
-            self._advance(s, seek, result, segments, next_seek, single_ending, words)
+        for (s, seek, size, _, result, segments, next_seek, single_ending), words in zip(cut, timed):
+            self._advance(s, seek, size, result, segments, next_seek, single_ending, words)
 
     def _silent(self, result: DecodingResult) -> bool:
         f = self.fallback
@@ -231,6 +250,7 @@ class SequentialTranscriber:
         self,
         s: _Stream,
         seek: int,
+        size: int,
         result: DecodingResult,
         segments: list,
         next_seek: int,
@@ -265,11 +285,13 @@ class SequentialTranscriber:
                 )
             rows.append(row)
         if timed is not None:
-            last_word_end = next(
-                (w["end"] for r in reversed(rows) for w in reversed(r["words"])), rows[-1]["end"] if rows else None
-            )
+            last_word_end = _last_end(rows)
             if not single_ending and last_word_end is not None and last_word_end > offset:
                 s.seek = round(last_word_end * FRAMES_PER_SECOND)
+            threshold = self.options.hallucination_silence_threshold
+            if threshold is not None and not self._skip_hallucinations(s, seek, size, rows, single_ending, threshold):
+                return  # the window began with a likely hallucination after a silence: decoded again after it
+            last_word_end = _last_end(rows)
             if last_word_end is not None:
                 s.last_speech = last_word_end
         for row in rows:
@@ -280,9 +302,78 @@ class SequentialTranscriber:
         if not self.options.condition_on_previous_text or result.temperature > 0.5:
             s.prompt_reset_since = len(s.all_tokens)
 
+    def _skip_hallucinations(
+        self, s: _Stream, seek: int, size: int, rows: list[dict], single_ending: bool, threshold: float
+    ) -> bool:
+        """openai-whisper's `hallucination_silence_threshold`: move the stream's seek past long silences
+        around likely hallucinations and drop the rows from the first hallucination surrounded by silence
+        (in place). False when the window's first worded row is one after a silence: nothing is kept."""
+        offset = seek * HOP_LENGTH / SAMPLE_RATE
+        window_end = (seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE
+        if not single_ending:
+            last_word_end = _last_end(rows)
+            if last_word_end is not None and last_word_end > offset:
+                s.seek = (
+                    round(last_word_end * FRAMES_PER_SECOND) if window_end - last_word_end > threshold else seek + size
+                )
+        first = next((r for r in rows if r["words"]), None)
+        if first is not None and _anomalous(first) and first["start"] - offset > threshold:
+            s.seek = seek + round((first["start"] - offset) * FRAMES_PER_SECOND)
+            return False
+        previous_end = s.last_speech
+        for k, row in enumerate(rows):
+            if not row["words"]:
+                continue
+            if _anomalous(row):
+                following = next((r for r in rows[k + 1 :] if r["words"]), None)
+                next_start = (
+                    following["words"][0]["start"]
+                    if following is not None
+                    else offset + size * HOP_LENGTH / SAMPLE_RATE
+                )
+                silence_before = (
+                    row["start"] - previous_end > threshold or row["start"] < threshold or row["start"] - offset < 2.0
+                )
+                silence_after = (
+                    next_start - row["end"] > threshold or _anomalous(following) or window_end - row["end"] < 2.0
+                )
+                if silence_before and silence_after:
+                    s.seek = round(max(offset + 1, row["start"]) * FRAMES_PER_SECOND)
+                    if (s.content_frames * HOP_LENGTH / SAMPLE_RATE) - row["end"] < threshold:
+                        s.seek = s.content_frames
+                    del rows[k:]
+                    break
+            previous_end = row["end"]
+        return True
+
     def _result(self, s: _Stream) -> dict:
         text = self.tokenizer.decode(s.all_tokens[s.initial_prompt_length :])
         return {"text": text, "segments": s.segments, "language": s.language}
+
+
+PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # openai-whisper's: words equal to (or inside) it do not count
+
+
+def _last_end(rows: list[dict]) -> float | None:
+    """Where the last word of the rows ends (the last row's end if none has words; None if no rows)."""
+    return next((w["end"] for r in reversed(rows) for w in reversed(r["words"])), rows[-1]["end"] if rows else None)
+
+
+def _anomalous(row: dict | None) -> bool:
+    """openai-whisper's guess that a row is a hallucination: its first 8 words are too short, long or improbable."""
+    if row is None or not row["words"]:
+        return False
+    words = [w for w in row["words"] if w["word"] not in PUNCTUATION][:8]
+    score = 0.0
+    for w in words:  # added term by term, in openai-whisper's order, for the same rounding
+        duration = w["end"] - w["start"]
+        if w["probability"] < 0.15:
+            score += 1.0
+        if duration < 0.133:
+            score += (0.133 - duration) * 15
+        if duration > 2.0:
+            score += duration - 2.0
+    return score >= 3 or score + 0.01 >= len(words)
 
 
 def as_segments(result: dict, words: bool) -> dict:

@@ -301,6 +301,9 @@ class VadOptions:
     threshold: float = 0.5  # a region opens at a chunk this likely to be speech
     neg_threshold: float | None = None  # ... and closes below this (default max(threshold - 0.15, 0.01))
     max_speech_duration_s: float = float("inf")  # longer regions are split (at their longest silence)
+    min_speech_duration_ms: float = 250  # shorter regions are dropped
+    min_silence_duration_ms: float = 100  # a region ends after this much silence
+    speech_pad_ms: float = 30  # regions grow this much each side (200, with 300 above: see docs/longform.md)
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -311,6 +314,10 @@ class VadOptions:
             )
         if math.isnan(self.max_speech_duration_s) or self.max_speech_duration_s <= 0:
             raise ValueError(f"VAD max_speech_duration_s must be positive, not {self.max_speech_duration_s!r}")
+        for name in ("min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
+            value = getattr(self, name)
+            if math.isnan(value) or value < 0:
+                raise ValueError(f"VAD {name} must be >= 0, not {value!r}")
 
 
 def get_speech_timestamps_batch(

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+for l in en fr es; do [ -e /usr/share/asterisk/sounds/$l/agent-pass.wav ] || need+=(asterisk-core-sounds-$l asterisk-core-sounds-$l-wav); done
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 [ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 ] || [ "$(uname -m)" != x86_64 ] || need+=(libopenblas0-pthread)
@@ -20,4 +21,5 @@ python -m pip install -q --no-build-isolation --no-deps -e .
 # whisperX for tests/test_whisperx_compat.py: its metadata pins torch 2.8, so without its dependencies
 python -m pip install -q --no-deps "whisperx==3.8.6"
 python scripts/make_test_data.py
+python scripts/make_devset.py
 python -m pytest -q "$@"

@@ -101,6 +101,8 @@ def test_default_options_are_the_pipelines():
         "pack_short_inputs": False,
         "condition_on_previous_text": True,
         "clip_timestamps": "0",
+        "carry_initial_prompt": False,
+        "hallucination_silence_threshold": None,
         "word_timestamps": False,
         "prepend_punctuations": WordOptions.prepend_punctuations,
         "append_punctuations": WordOptions.append_punctuations,

@@ -1,9 +1,10 @@
 """mode="sequential": openai-whisper's own `transcribe`, token for token, with many files batched."""
 
+import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlxbatchwhisper.sequential import SequentialOptions, SequentialTranscriber
+from mlxbatchwhisper.sequential import SequentialOptions, SequentialTranscriber, _Stream
 from mlxbatchwhisper.words import WordAligner
 from reference import corpus_audio, pyannote_sample
 from reference import openai_model_with_heads as reference
@@ -17,8 +18,18 @@ def audio(name: str) -> np.ndarray:
     return pyannote_sample() if name == "pyannote" else corpus_audio(name)
 
 
-def ours(name: str, files: list[str], batch_size: int = 8, words: bool = False, clips: str = "0", **options):
-    """Our sequential transcriber's openai-style results (with tokens), by file name."""
+def ours(
+    name: str,
+    files: list[str],
+    batch_size: int = 8,
+    words: bool = False,
+    clips: str = "0",
+    prompt: str | None = None,
+    sequential: dict | None = None,
+    **options,
+):
+    """Our sequential transcriber's openai-style results (with tokens), by file name; `sequential` holds
+    SequentialOptions fields besides the clips."""
     m = model(name)
     decoding, fallback, extra = m._options("transcribe", options)
     transcriber = SequentialTranscriber(
@@ -26,14 +37,17 @@ def ours(name: str, files: list[str], batch_size: int = 8, words: bool = False, 
         m.tokenizer,
         decoding,
         fallback,
-        SequentialOptions(clip_timestamps=clips),
+        SequentialOptions(clip_timestamps=clips, **(sequential or {})),
         WordAligner(m.model, m.tokenizer, "transcribe") if words else None,
         **extra,
     )
     language = None if m.tokenizer.multilingual else "en"
     return dict(
         transcriber.run(
-            {f: audio(f) for f in files}, dict.fromkeys(files, language), dict.fromkeys(files, ()), batch_size
+            {f: audio(f) for f in files},
+            dict.fromkeys(files, language),
+            dict.fromkeys(files, m._prompt(prompt)),
+            batch_size,
         )
     )
 
@@ -97,6 +111,35 @@ def test_clip_timestamps_match_openai():
     assert_same("clips", theirs("tiny.en", "long_60s", temperature=0.0, clip_timestamps="5,21.5,30"), got["long_60s"])
 
 
+@pytest.mark.slow
+def test_carry_initial_prompt_matches_openai():
+    prompt = "Passages read aloud, with pauses between them. " * 12  # long: the carried prompt is cut to fit
+    got = ours("tiny.en", ["long_60s"], temperature=0.0, prompt=prompt, sequential={"carry_initial_prompt": True})
+    expected = theirs("tiny.en", "long_60s", temperature=0.0, initial_prompt=prompt, carry_initial_prompt=True)
+    assert_same("carry_initial_prompt", expected, got["long_60s"])
+
+
+def test_carried_prompt_keeps_the_initial_prompt_and_the_latest_text():
+    stream = _Stream("f", mx.zeros((10, 80)), 10, [(0, 10)], [1, 2, 3], "en")
+    stream.all_tokens += list(range(100, 400))
+    room = 448 // 2 - 1 - 3
+    assert stream.prompt(True, 448) == (1, 2, 3, *range(400 - room, 400))
+    assert stream.prompt(False, 448) == (1, 2, 3, *range(100, 400))
+    stream.prompt_reset_since = 303 - 5  # a reset: only the text after it follows the initial prompt
+    assert stream.prompt(True, 448) == (1, 2, 3, *range(395, 400)) and stream.prompt(False, 448) == tuple(
+        range(395, 400)
+    )
+
+
+@pytest.mark.slow
+def test_hallucination_silence_threshold_matches_openai():
+    files = ["pyannote", "long_60s"]
+    got = ours("tiny.en", files, words=True, sequential={"hallucination_silence_threshold": 0.5}, temperature=0.0)
+    for f in files:  # (on these files openai-whisper finds no hallucination to skip: the seek rules are compared)
+        expected = theirs("tiny.en", f, hallucination_silence_threshold=0.5, temperature=0.0, word_timestamps=True)
+        assert_same(f, expected, got[f], words=True)
+
+
 def test_files_batched_are_the_same_as_alone():
     files = ["d02", "long_60s", "d05"]
     together = ours("tiny.en", files, batch_size=3, temperature=0.0)
@@ -127,3 +170,7 @@ def test_transcribe_audio_sequential_mode_and_its_checks():
         m.transcribe_audio([corpus_audio("d03")], mode="sequential", clip_timestamps="a,b")
     with pytest.raises(ValueError, match="vad_segments"):
         m.transcribe_audio([corpus_audio("d03")], mode="sequential", vad_segments=[[{"start": 0, "end": 1}]])
+    with pytest.raises(ValueError, match="carry_initial_prompt"):
+        m.transcribe_audio([corpus_audio("d03")], carry_initial_prompt=True)
+    with pytest.raises(ValueError, match="hallucination_silence_threshold"):
+        m.transcribe_audio([corpus_audio("d03")], mode="sequential", hallucination_silence_threshold=-1)

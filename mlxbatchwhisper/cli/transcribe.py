@@ -104,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
         "openai-whisper's own long-form algorithm per file, one window of every file per batch (faithful)",
     )
     add("clip_timestamps", default="0", help="--mode sequential: start,end,... seconds of the parts to transcribe")
+    add(
+        "carry_initial_prompt",
+        type=_bool,
+        default=False,
+        help="--mode sequential: put --initial_prompt before every window's prompt, not only the first's",
+    )
+    add(
+        "hallucination_silence_threshold",
+        type=_optional_float,
+        default=None,
+        help="--mode sequential with --word_timestamps: skip silences longer than this (seconds) around "
+        "likely hallucinations",
+    )
     add("compression_ratio_threshold", type=_optional_float, default=2.4, help="decode again above this gzip ratio")
     add("logprob_threshold", type=_optional_float, default=-1.0, help="decode again below this mean log prob")
     add("no_speech_threshold", type=_optional_float, default=0.6, help="silence above this no-speech probability")
@@ -205,6 +218,8 @@ def transcribe_options(args: argparse.Namespace, tokenizer: Tokenizer) -> dict:
         "pack_short_inputs": args.pack_short_inputs,
         "condition_on_previous_text": args.condition_on_previous_text,
         "clip_timestamps": args.clip_timestamps,
+        "carry_initial_prompt": args.carry_initial_prompt,
+        "hallucination_silence_threshold": args.hallucination_silence_threshold,
         "word_timestamps": args.word_timestamps,
         "prepend_punctuations": args.prepend_punctuations,
         "append_punctuations": args.append_punctuations,
