@@ -95,28 +95,21 @@ class KVCache:
         self.offset -= shift
         self.left_padding = [p - shift for p in self.left_padding]
 
-    def permute(self, order: Sequence[int]) -> None:
-        """Reorder rows within their groups (beams of one segment share cross-attention K/V).
+    def permute(self, order: Sequence[int] | mx.array) -> None:
+        """Reorder rows within their groups (beams of one segment share cross-attention K/V), lazily.
 
-        Only the rows that change and the columns written so far are moved.
+        Only the columns written so far are moved. A host sequence is checked; an `mx.array` (a beam
+        step's permutation, still on the device) is taken as it is.
         """
-        order = np.asarray(order)
-        changed = np.nonzero(order != np.arange(len(order)))[0]
-        if self.keys is None or not len(changed):
+        if not isinstance(order, mx.array):
+            host = np.asarray(order)
+            if np.any(host // self.group != np.arange(len(host)) // self.group):
+                raise ValueError("permute must keep rows inside their groups")
+            order = mx.array(host.astype(np.int32))
+        if self.keys is None:
             return
-        if np.any(order[changed] // self.group != changed // self.group):
-            raise ValueError("permute must keep rows inside their groups")
-        if _on_cpu() and self.keys.dtype in (mx.float32, mx.float16):  # in place through host views: ~5x faster
-            mx.eval(self.keys, self.values)
-            for buffer in (self.keys, self.values):
-                rows = np.asarray(memoryview(buffer))
-                rows[changed, :, : self.offset] = rows[order[changed], :, : self.offset]
-            return
-        idx = mx.array(order.astype(np.int32))
-        moved = (self.keys[idx, :, : self.offset, :], self.values[idx, :, : self.offset, :])
-        mx.eval(moved)  # first, so that the buffers are updated in place rather than copied whole
-        self.keys[:, :, : self.offset, :] = moved[0]
-        self.values[:, :, : self.offset, :] = moved[1]
+        self.keys[:, :, : self.offset, :] = self.keys[order, :, : self.offset, :]
+        self.values[:, :, : self.offset, :] = self.values[order, :, : self.offset, :]
 
     def extend(self, other: KVCache) -> None:
         """Append the rows of `other` (same layer and group), left-padding whichever holds fewer columns."""
@@ -149,7 +142,3 @@ def _left_pad(kv, pad: int, cache: KVCache) -> tuple[mx.array, mx.array]:
         return keys, values
     widths = [(0, 0), (0, 0), (pad, 0), (0, 0)]
     return mx.pad(keys, widths), mx.pad(values, widths)
-
-
-def _on_cpu() -> bool:
-    return mx.default_device() == mx.cpu

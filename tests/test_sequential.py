@@ -20,15 +20,12 @@ def audio(name: str) -> np.ndarray:
 def ours(name: str, files: list[str], batch_size: int = 8, words: bool = False, clips: str = "0", **options):
     """Our sequential transcriber's openai-style results (with tokens), by file name."""
     m = model(name)
-    decoding, fallback, extra = m._options("transcribe", options)
     transcriber = SequentialTranscriber(
         m.model,
         m.tokenizer,
-        decoding,
-        fallback,
+        m._options(**options),
         SequentialOptions(clip_timestamps=clips),
         WordAligner(m.model, m.tokenizer, "transcribe") if words else None,
-        **extra,
     )
     language = None if m.tokenizer.multilingual else "en"
     return dict(
