@@ -30,6 +30,11 @@ def _fmix(x: mx.array) -> mx.array:
     return x ^ (x >> 16)
 
 
+def _first(flags: mx.array) -> mx.array:
+    """Index of the first True along axis 1 (0 where none)."""
+    return mx.argmax(flags.astype(mx.int32), axis=1)
+
+
 def gumbel_noise(seed: mx.array, step: mx.array, n_vocab: int) -> mx.array:
     """(R, V) standard Gumbel noise, a pure function of each row's seed and step and the token id."""
     row = _fmix(seed ^ (step.astype(mx.uint32) * mx.array(0x9E3779B9, mx.uint32)))
@@ -118,7 +123,7 @@ class BeamSearch:
         seen = before < beam  # openai-whisper stops reading candidates once `beam` continue
         keep = ~is_eot & seen
         rows = self._collect(rows, scores, source, is_eot & seen & live[:, None])
-        pick = (keep[:, :, None] & (before[:, :, None] == mx.arange(beam))).argmax(axis=1)  # (groups, beam)
+        pick = _first(keep[:, :, None] & (before[:, :, None] == mx.arange(beam)))  # (groups, beam)
         first_row = mx.arange(groups)[:, None] * beam
         perm = (first_row + mx.take_along_axis(source, pick, axis=-1)).reshape(-1)
         live_rows = mx.repeat(live, beam)
@@ -145,7 +150,7 @@ class BeamSearch:
         accept = finished & (slot < cap)
         hit = accept[:, :, None] & (slot[:, :, None] == mx.arange(cap))  # (groups, candidates, slots)
         filled = hit.any(axis=1)
-        which = hit.argmax(axis=1)  # the candidate that fills each slot
+        which = _first(hit)  # the candidate that fills each slot
         src = mx.arange(scores.shape[0])[:, None] * beam + mx.take_along_axis(source, which, axis=-1)
         return replace(
             rows,
