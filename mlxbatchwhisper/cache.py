@@ -96,18 +96,34 @@ class KVCache:
         self.left_padding = [p - shift for p in self.left_padding]
 
     def permute(self, order: Sequence[int] | mx.array) -> None:
-        """Reorder rows within their groups (beams of one segment share cross-attention K/V), lazily.
+        """Reorder rows within their groups (beams of one segment share cross-attention K/V).
 
-        Only the columns written so far are moved. A host sequence is checked; an `mx.array` (a beam
-        step's permutation, still on the device) is taken as it is.
+        Only the columns written so far move. On a GPU the permutation (a host sequence, or a beam
+        step's `mx.array`) is applied lazily, in the step's graph. On the CPU, whose memory is the
+        host's, it is read (a wait for the step) and only the rows that change are moved, in place
+        through host views: many times faster than copying every row.
         """
-        if not isinstance(order, mx.array):
-            host = np.asarray(order)
-            if np.any(host // self.group != np.arange(len(host)) // self.group):
-                raise ValueError("permute must keep rows inside their groups")
-            order = mx.array(host.astype(np.int32))
-        if self.keys is None:
+        if isinstance(order, mx.array):
+            if not _on_cpu():
+                if self.keys is not None:
+                    self._move(order)
+                return
+            order = np.array(order)
+        order = np.asarray(order)
+        if np.any(order // self.group != np.arange(len(order)) // self.group):
+            raise ValueError("permute must keep rows inside their groups")
+        changed = np.nonzero(order != np.arange(len(order)))[0]
+        if self.keys is None or not len(changed):
             return
+        if _on_cpu() and self.keys.dtype in (mx.float32, mx.float16):
+            mx.eval(self.keys, self.values)
+            for buffer in (self.keys, self.values):
+                rows = np.asarray(memoryview(buffer))
+                rows[changed, :, : self.offset] = rows[order[changed], :, : self.offset]
+            return
+        self._move(mx.array(order.astype(np.int32)))
+
+    def _move(self, order: mx.array) -> None:
         self.keys[:, :, : self.offset, :] = self.keys[order, :, : self.offset, :]
         self.values[:, :, : self.offset, :] = self.values[order, :, : self.offset, :]
 
@@ -142,3 +158,7 @@ def _left_pad(kv, pad: int, cache: KVCache) -> tuple[mx.array, mx.array]:
         return keys, values
     widths = [(0, 0), (0, 0), (pad, 0), (0, 0)]
     return mx.pad(keys, widths), mx.pad(values, widths)
+
+
+def _on_cpu() -> bool:
+    return mx.default_device() == mx.cpu

@@ -24,7 +24,7 @@ def columns(rows: int, n: int, start: float) -> mx.array:
 
 def held(cache: KVCache) -> np.ndarray:
     """Each row's written columns as (row, column) names, padding as -1."""
-    k = np.array(cache.keys[:, 0, : cache.offset, 0])
+    k = np.array(cache.keys[:, 0, : cache.offset, 0].astype(mx.float32))
     for row, pad in enumerate(cache.left_padding):
         k[row, :pad] = -1
     return k
@@ -67,10 +67,17 @@ def test_extend_left_pads_whichever_holds_fewer_columns():
     assert a.left_padding[-1] == 5 and a.keys.shape[0] == 4
 
 
+@pytest.mark.parametrize("host_views", [True, False])
 @pytest.mark.parametrize("on_device", [False, True])
-def test_permute_moves_written_columns_within_groups(on_device):
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_permute_moves_written_columns_within_groups(host_views, on_device, dtype, monkeypatch):
+    """Both ways of moving rows (in place through host views on the CPU, MLX ops elsewhere), the
+    permutation given by the host or by the device, in a dtype numpy has and one it has not."""
+    from mlxbatchwhisper import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_on_cpu", lambda: host_views)
     cache = KVCache(cross(2, 0), group=3)  # two segments, three beams each: 6 rows, 2 audio rows
-    cache.update_and_fetch(columns(6, 3, 0), columns(6, 3, 0))
+    cache.update_and_fetch(columns(6, 3, 0).astype(dtype), columns(6, 3, 0).astype(dtype))
     before = held(cache)
     order = [2, 0, 0, 4, 3, 5]
     cache.permute(mx.array(order) if on_device else order)
