@@ -206,12 +206,11 @@ class Engine:
             item.features = item.cross_kv = None  # once the consumer has taken what it needs
 
     def _result(self, job: _Job, snap: Snapshot, first: int) -> DecodingResult:
-        p, eot = job.pass_, self.tokenizer.eot
+        p = job.pass_
         if p.beam_size:
             candidates = self.beams.finalize(snap, first // self.group, range(first, first + p.rows))
-            candidates = [(s[: s.index(eot)] if eot in s else s, lp) for s, lp in candidates]
         else:
-            candidates = Sampling.finalize(snap, range(first, first + p.samples), eot)
+            candidates = Sampling.finalize(snap, range(first, first + p.samples), self.tokenizer.eot)
         tokens, sum_logprob = self.ranker.best(candidates)
         item = job.item
         return build_result(
