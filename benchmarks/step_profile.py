@@ -31,7 +31,8 @@ from throughput import SHAPES  # noqa: E402
 
 from mlxbatchwhisper.cache import KVCache  # noqa: E402
 from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
-from mlxbatchwhisper.decoding import DecodingOptions, LogitRules  # noqa: E402
+from mlxbatchwhisper.options import DecodingOptions  # noqa: E402
+from mlxbatchwhisper.rules import LogitRules  # noqa: E402
 from mlxbatchwhisper.kernels import cross_attention, quantize_kv  # noqa: E402
 from mlxbatchwhisper.model import Whisper  # noqa: E402
 from mlxbatchwhisper.tokenizer import get_tokenizer  # noqa: E402

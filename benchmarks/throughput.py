@@ -14,6 +14,7 @@ Prints one row per (model, batch size) and, with --json, writes them too.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 import resource
@@ -30,11 +31,11 @@ from mlx.utils import tree_flatten  # noqa: E402
 
 from mlxbatchwhisper import BatchedWhisper  # noqa: E402
 from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
-from mlxbatchwhisper.decoding import BatchDecoder  # noqa: E402
 from mlxbatchwhisper.heads import heads_for_name  # noqa: E402
 from mlxbatchwhisper.model import ModelDimensions, Whisper  # noqa: E402
+from mlxbatchwhisper.prefill import AudioEncoder  # noqa: E402
 
-ENCODE_CHUNK = BatchDecoder.ENCODE_BATCH
+ENCODE_CHUNK = inspect.signature(AudioEncoder).parameters["batch"].default  # windows per encoder call
 SHAPES = {
     "large-v3": ModelDimensions(128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32),
     "large-v3-turbo": ModelDimensions(128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 4),

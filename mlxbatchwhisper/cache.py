@@ -107,28 +107,37 @@ class KVCache:
         self.reserve = max(self.reserve - shift, 0)
         self.left_padding = [p - shift for p in self.left_padding]
 
-    def permute(self, order: Sequence[int]) -> None:
+    def permute(self, order: Sequence[int] | mx.array) -> None:
         """Reorder rows within their groups (beams of one segment share cross-attention K/V).
 
-        Only the rows that change and the columns written so far are moved.
+        Only the columns written so far move. On a GPU the permutation (a host sequence, or a beam
+        step's `mx.array`) is applied lazily, in the step's graph. On the CPU, whose memory is the
+        host's, it is read (a wait for the step) and only the rows that change are moved, in place
+        through host views: many times faster than copying every row.
         """
+        if isinstance(order, mx.array):
+            if not _on_cpu():
+                if self.keys is not None:
+                    self._move(order)
+                return
+            order = np.array(order)
         order = np.asarray(order)
+        if np.any(order // self.group != np.arange(len(order)) // self.group):
+            raise ValueError("permute must keep rows inside their groups")
         changed = np.nonzero(order != np.arange(len(order)))[0]
         if self.keys is None or not len(changed):
             return
-        if np.any(order[changed] // self.group != changed // self.group):
-            raise ValueError("permute must keep rows inside their groups")
-        if _on_cpu() and self.keys.dtype in (mx.float32, mx.float16):  # in place through host views: ~5x faster
+        if _on_cpu() and self.keys.dtype in (mx.float32, mx.float16):
             mx.eval(self.keys, self.values)
             for buffer in (self.keys, self.values):
                 rows = np.asarray(memoryview(buffer))
                 rows[changed, :, : self.offset] = rows[order[changed], :, : self.offset]
             return
-        idx = mx.array(order.astype(np.int32))
-        moved = (self.keys[idx, :, : self.offset, :], self.values[idx, :, : self.offset, :])
-        mx.eval(moved)  # first, so that the buffers are updated in place rather than copied whole
-        self.keys[:, :, : self.offset, :] = moved[0]
-        self.values[:, :, : self.offset, :] = moved[1]
+        self._move(mx.array(order.astype(np.int32)))
+
+    def _move(self, order: mx.array) -> None:
+        self.keys[:, :, : self.offset, :] = self.keys[order, :, : self.offset, :]
+        self.values[:, :, : self.offset, :] = self.values[order, :, : self.offset, :]
 
     def extend(self, other: KVCache) -> None:
         """Append the rows of `other` (same layer and group), left-padding whichever holds fewer columns."""

@@ -26,11 +26,12 @@ import mlx.core as mx
 from .audio import audio_duration
 from .checkpoints import DEFAULT_MODEL
 from .kernels import THREADS_ENV
+from .options import DecodingOptions
 from .pipeline import BatchedWhisper
 
 _LOAD = inspect.signature(BatchedWhisper.from_pretrained).parameters
 _LONG = inspect.signature(BatchedWhisper.transcribe_audio_iter).parameters
-_DECODE = inspect.signature(BatchedWhisper.transcribe).parameters
+_DECODE = {f.name: f for f in fields(DecodingOptions)}
 
 # One row per input file; `segments` is a JSON list of {"start", "end", "text", ...} as transcribe_audio gives.
 SCHEMA = pa.schema(
@@ -55,7 +56,7 @@ class TranscribeOptions:
     vad: bool = _LONG["vad"].default
     chunk_size: float = _LONG["chunk_size"].default
     language: str | None = _LONG["language"].default
-    task: str = _LONG["task"].default
+    task: str = _DECODE["task"].default
     initial_prompt: str | None = _LONG["initial_prompt"].default
     without_timestamps: bool = _DECODE["without_timestamps"].default
     temperature: float | tuple[float, ...] = _DECODE["temperature"].default

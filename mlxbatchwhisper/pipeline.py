@@ -10,7 +10,6 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
-from numbers import Real
 from typing import Any, Union
 
 import mlx.core as mx
@@ -28,17 +27,18 @@ from .audio import (
     resample,
 )
 from .checkpoints import DEFAULT_MODEL, load_model
-from .decoding import DecodingOptions, FallbackOptions, Item, LogitRules, decode_with_fallback
+from .engine import Engine
+from .longform import WindowDecoder
 from .model import Whisper
-from .results import DecodingResult, Segment, Word
-from .schedule import Window, WindowStream, frame_energy, plan_windows, remainder, to_file_time
+from .options import DecodingOptions
+from .prefill import Item
+from .results import DecodingResult
+from .schedule import Window, WindowStream, frame_energy, plan_windows
 from .sequential import SequentialOptions, SequentialTranscriber, as_segments
 from .tokenizer import Tokenizer, get_tokenizer, language_code
 from .vad import VadOptions
 from .words import WordAligner, WordOptions, with_words
 
-DEFAULT_TEMPERATURES = FallbackOptions.temperatures
-MAX_CONTINUATIONS = 3  # rounds of decoding what Whisper left at the end of a window
 GROUP_SECONDS = 3600.0  # audio read, VAD-ed and decoded together by transcribe_audio
 STREAM_SECONDS = 600.0  # inputs longer than this are read and decoded in pieces of about this length
 PACK_SECONDS = 15.0  # with pack_short_inputs, inputs at most this long share windows
@@ -100,58 +100,30 @@ class BatchedWhisper:
     def transcribe(
         self,
         segments: Sequence[np.ndarray],
+        options: DecodingOptions | None = None,
+        *,
         batch_size: int = 16,
         language: str | Sequence[str | None] | None = None,
-        task: str = "transcribe",
-        without_timestamps: bool = False,
         initial_prompt: str | Sequence[str | None] | None = None,
-        temperature: float | Sequence[float] = DEFAULT_TEMPERATURES,
-        beam_size: int | None = None,
-        best_of: int = 5,
-        patience: float | None = None,
-        length_penalty: float | None = None,
-        compression_ratio_threshold: float | None = 2.4,
-        logprob_threshold: float | None = -1.0,
-        no_speech_threshold: float | None = 0.6,
-        suppress_tokens: str | Sequence[int] | None = "-1",
-        suppress_blank: bool = True,
-        max_initial_timestamp: float | None = 1.0,
-        sample_len: int | None = None,
-        seed: int = 0,
         word_timestamps: bool = False,
         prepend_punctuations: str = WordOptions.prepend_punctuations,
         append_punctuations: str = WordOptions.append_punctuations,
         sample_rate: int = SAMPLE_RATE,
+        **overrides: Any,
     ) -> list[DecodingResult]:
         """Transcribe mono float32 segments (each ≤ 30 s) in batches; results in input order.
 
-        Segments at another `sample_rate` than 16 kHz are resampled first (as files are).
-        `language` and `initial_prompt` may be one value for all segments or one per segment;
-        `language=None` detects each segment's language. Rows whose output looks wrong
-        (compression ratio, average log-probability) are decoded again at the next temperature.
-        With `word_timestamps`, each segment gets its `words`, aligned in batches as openai-whisper
-        aligns them (the punctuation sets are its options of the same names).
+        `options` (`DecodingOptions`; default: openai-whisper's) with `overrides` by name (task,
+        temperature, beam_size, best_of, patience, length_penalty, the fallback thresholds, seed, ...)
+        say how to decode. Segments at another `sample_rate` than 16 kHz are resampled first (as files
+        are). `language` and `initial_prompt` may be one value for all segments or one per segment;
+        `language=None` detects each segment's language. Rows whose output looks wrong (compression
+        ratio, average log-probability) are decoded again at the next temperature. With
+        `word_timestamps`, each segment gets its `words`, aligned in batches as openai-whisper aligns
+        them (the punctuation sets are its options of the same names).
         """
-        decoding, fallback, extra = self._options(
-            task,
-            dict(
-                beam_size=beam_size,
-                patience=patience,
-                length_penalty=length_penalty,
-                suppress_tokens=suppress_tokens,
-                suppress_blank=suppress_blank,
-                without_timestamps=without_timestamps,
-                max_initial_timestamp=max_initial_timestamp,
-                sample_len=sample_len,
-                temperature=temperature,
-                compression_ratio_threshold=compression_ratio_threshold,
-                logprob_threshold=logprob_threshold,
-                no_speech_threshold=no_speech_threshold,
-                best_of=best_of,
-                seed=seed,
-            ),
-        )
-        batch_size = self._batch_size(batch_size, decoding.n_group)
+        decoding = self._options(options, **overrides)
+        batch_size = self._batch_size(batch_size, decoding.group)
         if isinstance(segments, np.ndarray) and segments.ndim == 1:
             raise TypeError("segments must be a list of 1-D arrays; wrap a single segment in a list")
         check_sample_rate(sample_rate)
@@ -165,29 +137,20 @@ class BatchedWhisper:
         languages = [self._language(lang) for lang in _per_input(language, len(audios), "language", "segments")]
         prompts = _per_input(initial_prompt, len(audios), "initial_prompt", "segments")
         items = [
-            Item(key=i, audio=a, language=lang, duration=len(a) / SAMPLE_RATE, prompt=self._prompt(p))
+            Item(key=i, audio=a, language=lang, duration=len(a) / SAMPLE_RATE, prompt=self._prompt(p), seed=i)
             for i, (a, lang, p) in enumerate(zip(audios, languages, prompts))
         ]
         results: list[DecodingResult | None] = [None] * len(items)
         order = sorted(range(len(items)), key=lambda i: -len(audios[i]))  # similar lengths decode together
         stream = (items[i] for i in order)
         with self._lock:
-            decoded = (
-                (item, result, result.segments, None)
-                for item, result in decode_with_fallback(
-                    self.model,
-                    self.tokenizer,
-                    stream,
-                    decoding,
-                    fallback,
-                    batch_size,
-                    **extra,
-                    keep_cross_kv=word_timestamps and _reuse_cross_kv(),
-                )
+            engine = Engine(
+                self.model, self.tokenizer, decoding, batch_size, keep_cross_kv=word_timestamps and _reuse_cross_kv()
             )
+            decoded = ((item, result, result.segments, None) for item, result in engine.run(stream))
             if word_timestamps:
                 aligner = WordAligner(
-                    self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations)
+                    self.model, self.tokenizer, decoding.task, WordOptions(prepend_punctuations, append_punctuations)
                 )
                 decoded = with_words(aligner, decoded, batch_size)
             for item, result, timed, _ in decoded:
@@ -201,7 +164,7 @@ class BatchedWhisper:
         vad: bool = True,
         chunk_size: float = 30,
         language: str | Sequence[str | None] | None = None,
-        task: str = "transcribe",
+        task: str | None = None,
         vad_segments: Sequence[Sequence[dict]] | None = None,
         initial_prompt: str | Sequence[str | None] | None = None,
         on_error: str = "raise",
@@ -220,8 +183,9 @@ class BatchedWhisper:
         "text", "avg_logprob", "no_speech_prob"}], "language": code}; with `word_timestamps=True` each
         segment also has "words" [{"word", "start", "end", "score"}] and the dict a flat
         "word_segments" list, on the input's timeline. `mode="sequential"` runs openai-whisper's own
-        long-form algorithm instead (see `transcribe_audio_iter`). `options` are `transcribe`'s other
-        options (temperature, beam_size, prepend_punctuations, ...).
+        long-form algorithm instead (see `transcribe_audio_iter`). `options` are `transcribe_audio_iter`'s
+        other options: `options=DecodingOptions(...)` and decoding options by name (temperature,
+        beam_size, ...), word timestamps, the sequential mode's. `task` (None: the options') overrides.
 
         on_error="raise": missing or unreadable files are found before any decoding; an input that
         fails later raises after every input before it is transcribed, with the results so far (None
@@ -259,7 +223,7 @@ class BatchedWhisper:
         vad: bool = True,
         chunk_size: float = 30,
         language: str | Sequence[str | None] | None = None,
-        task: str = "transcribe",
+        task: str | None = None,
         vad_segments: Sequence[Sequence[dict]] | None = None,
         initial_prompt: str | Sequence[str | None] | None = None,
         progress: Callable[[float], None] | None = None,
@@ -275,7 +239,8 @@ class BatchedWhisper:
         clip_timestamps: str | Sequence[float] = SequentialOptions.clip_timestamps,
         carry_initial_prompt: bool = SequentialOptions.carry_initial_prompt,
         hallucination_silence_threshold: float | None = SequentialOptions.hallucination_silence_threshold,
-        **options: Any,
+        options: DecodingOptions | None = None,
+        **overrides: Any,
     ) -> Iterator[tuple[int, dict | Exception]]:
         """`transcribe_audio`, yielding (input index, result) as each input completes.
 
@@ -306,12 +271,14 @@ class BatchedWhisper:
             if len(vad_segments) != len(inputs):
                 raise ValueError(f"vad_segments has {len(vad_segments)} entries for {len(inputs)} inputs")
             vad_segments = [_regions(given, f"vad_segments[{i}]") for i, given in enumerate(vad_segments)]
-        decoding, fallback, extra = self._options(task, options)
-        batch_size = self._batch_size(batch_size, decoding.n_group)
+        decoding = self._options(options, **overrides, **({} if task is None else {"task": task}))
+        batch_size = self._batch_size(batch_size, decoding.group)
         languages = [self._language(lang) for lang in _per_input(language, len(inputs), "language", "inputs")]
         prompts = [self._prompt(p) for p in _per_input(initial_prompt, len(inputs), "initial_prompt", "inputs")]
         words = (
-            WordAligner(self.model, self.tokenizer, task, WordOptions(prepend_punctuations, append_punctuations))
+            WordAligner(
+                self.model, self.tokenizer, decoding.task, WordOptions(prepend_punctuations, append_punctuations)
+            )
             if word_timestamps
             else None
         )
@@ -324,15 +291,7 @@ class BatchedWhisper:
             )
             sequential.clips(0)  # checks clip_timestamps before any work
             job = _Sequential(
-                SequentialTranscriber(
-                    self.model,
-                    self.tokenizer,
-                    decoding,
-                    fallback,
-                    sequential,
-                    words,
-                    **extra,
-                ),
+                SequentialTranscriber(self.model, self.tokenizer, decoding, sequential, words),
                 languages,
                 prompts,
                 batch_size,
@@ -347,19 +306,20 @@ class BatchedWhisper:
                     "carry_initial_prompt and hallucination_silence_threshold apply with mode='sequential'"
                     " (with VAD, initial_prompt prompts every window)"
                 )
-            job = _LongForm(
-                self,
-                decoding,
-                fallback,
-                extra,
-                batch_size,
-                chunk_size,
+            windows = WindowDecoder(
+                Engine(
+                    self.model,
+                    self.tokenizer,
+                    decoding,
+                    batch_size,
+                    keep_cross_kv=words is not None and _reuse_cross_kv(),
+                ),
                 languages,
-                progress,
                 prompts,
-                vad_options=vad_options or VadOptions(),
-                words=words,
+                progress,
+                words,
             )
+            job = _LongForm(windows, chunk_size, vad_options or VadOptions())
         else:
             raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")
         checks.flag("pack_short_inputs", pack_short_inputs)
@@ -415,13 +375,9 @@ class BatchedWhisper:
             raise ValueError(f"initial_prompt must be a string or None (or a list of them), not {text!r}")
         return tuple(self.tokenizer.encode(" " + text.strip())) if text else ()
 
-    def _options(self, task: str, options: dict) -> tuple[DecodingOptions, FallbackOptions, dict]:
-        """Decoding, fallback and other options, checked against this model before any work."""
-        if task == "translate" and not self.tokenizer.multilingual:
-            raise ValueError("this model is English-only: it cannot translate (task must be 'transcribe')")
-        decoding, fallback, extra = _split_options(task, options)
-        LogitRules(self.tokenizer, decoding, self.model.dims.n_vocab)  # raises for bad suppress_tokens
-        return decoding, fallback, extra
+    def _options(self, options: DecodingOptions | None = None, **overrides: Any) -> DecodingOptions:
+        """`options` with `overrides` by name, checked against this model before any work."""
+        return DecodingOptions.of(options, **overrides).validate(self.tokenizer, self.model.dims.n_vocab)
 
     def _batch_size(self, batch_size: int | str, rows_per_segment: int = 1) -> int:
         if batch_size == "auto":
@@ -433,19 +389,12 @@ class BatchedWhisper:
 
 @dataclass
 class _LongForm:
-    """One `transcribe_audio` call: plans and decodes groups of loaded inputs."""
+    """One `transcribe_audio` call: finds speech in groups of loaded inputs, plans their windows and
+    hands them to `WindowDecoder`."""
 
-    owner: BatchedWhisper
-    decoding: DecodingOptions
-    fallback: FallbackOptions
-    extra: dict
-    batch_size: int
+    windows: WindowDecoder
     chunk_size: float
-    languages: list[str | None]  # per input; None: detect per window
-    progress: Callable[[float], None] | None
-    prompts: list[tuple[int, ...]]  # per input
     vad_options: VadOptions
-    words: WordAligner | None = None
 
     def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]) -> Iterator[tuple[int, dict]]:
         """Decode a group of inputs (audio, given speech regions or None for VAD) together."""
@@ -455,84 +404,11 @@ class _LongForm:
         speech, scores = _speech(inputs, self.vad_options)
         del inputs
         planned = [replace(w, source=keys[w.source]) for w in plan_windows(speech, self.chunk_size, scores)]
-        pending = Counter(w.source for w in planned)
-        for i in [i for i in keys if i not in pending]:  # nothing to decode (empty or no speech)
-            self._report(len(audios[i]) / SAMPLE_RATE)
-            yield i, {"segments": [], "language": self.languages[i]}
-        done: dict[int, list[tuple[Window, DecodingResult, tuple[Segment, ...]]]] = defaultdict(list)
-        reported: Counter = Counter()  # seconds passed to `progress`, per input
-        windows = [(w, self.languages[w.source]) for w in planned]
-        for round_ in range(MAX_CONTINUATIONS + 1):
-            items = (
-                Item(
-                    key=w,
-                    audio=_window_audio(audios[w.source], w),
-                    language=lang,
-                    duration=w.duration,
-                    prompt=self.prompts[w.source],
-                )
-                for w, lang in windows
-            )
-            windows = []
-            decoded = (
-                (item, result, *self._keep(item.key, result, allow_rest=round_ < MAX_CONTINUATIONS))
-                for item, result in decode_with_fallback(
-                    self.owner.model,
-                    self.owner.tokenizer,
-                    items,
-                    self.decoding,
-                    self.fallback,
-                    self.batch_size,
-                    **self.extra,
-                    keep_cross_kv=self.words is not None and _reuse_cross_kv(),
-                )
-            )
-            if self.words is not None:
-                decoded = with_words(self.words, decoded, self.batch_size)
-            for item, result, kept, rest in decoded:
-                w: Window = item.key
-                done[w.source].append((w, result, kept))
-                pending[w.source] -= 1
-                if rest is not None:  # the remainder goes in the next round, in the parent's language
-                    windows.append((rest, self.languages[w.source] or result.language))
-                    pending[w.source] += 1
-                if round_ == 0:
-                    self._report(w.duration)
-                    reported[w.source] += w.duration
-                if pending[w.source] == 0:
-                    self._report(len(audios[w.source]) / SAMPLE_RATE - reported.pop(w.source, 0.0))
-                    yield (
-                        w.source,
-                        _file_result(
-                            done.pop(w.source), self.languages[w.source], self.fallback, self.words is not None
-                        ),
-                    )
-                    del audios[w.source]
-            if not windows:
-                break
-            windows.sort(key=lambda x: -x[0].duration)
-
-    def _report(self, seconds: float) -> None:
-        if self.progress:
-            self.progress(seconds)
-
-    def _keep(
-        self, window: Window, result: DecodingResult, allow_rest: bool
-    ) -> tuple[tuple[Segment, ...], Window | None]:
-        """The segments to keep from a window, and the remainder to decode again (or None).
-
-        As openai-whisper's transcribe does, trailing text without a closing timestamp is not
-        kept but decoded again from where it starts, and so is speech after the last timestamp.
-        """
-        segments = result.segments
-        if self.decoding.without_timestamps or not allow_rest or not segments:
-            return segments, None
-        last = segments[-1]
-        unclosed = last.tokens and last.tokens[-1] < self.owner.tokenizer.timestamp_begin
-        rest = remainder(window, last.start if unclosed else last.end)
-        if rest is not None and unclosed:
-            segments = segments[:-1]
-        return segments, rest
+        with_speech = {w.source for w in planned}
+        for i in [i for i in keys if i not in with_speech]:  # nothing to decode (empty or no speech)
+            self.windows.report(len(audios.pop(i)) / SAMPLE_RATE)
+            yield i, {"segments": [], "language": self.windows.languages[i]}
+        yield from self.windows.run(audios, planned)
 
 
 @dataclass
@@ -549,7 +425,8 @@ class _Packer:
 
     def __post_init__(self) -> None:
         # The job reports a packed input's length, gaps included: what it reports is first taken off the gaps.
-        self.report, self.job.progress, self.gaps = self.job.progress, self._discounted, 0.0
+        windows = self.job.windows
+        self.report, windows.progress, self.gaps = windows.progress, self._discounted, 0.0
 
     def _discounted(self, seconds: float) -> None:
         taken = min(seconds, self.gaps)
@@ -680,77 +557,6 @@ def _regions(given: Sequence[dict], name: str) -> list[tuple[float, float]]:
 def _clip(regions: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
     """Regions cut to an input's duration."""
     return [(a, min(b, duration)) for a, b in regions if a < duration]
-
-
-def _window_audio(audio: np.ndarray, window: Window) -> np.ndarray:
-    """A window's samples, never more than 30 s (its ends are rounded to samples together)."""
-    start = round(window.start * SAMPLE_RATE)
-    return audio[start : min(round(window.end * SAMPLE_RATE), start + N_SAMPLES)]
-
-
-def _split_options(task: str, options: dict) -> tuple[DecodingOptions, FallbackOptions, dict]:
-    """`transcribe`'s keyword options as decoding options, fallback options and the rest."""
-    opts = dict(options)
-    temperature = opts.pop("temperature", DEFAULT_TEMPERATURES)
-    if isinstance(temperature, (str, bytes)) or not isinstance(temperature, (Real, Iterable)):
-        raise ValueError(f"temperature must be one number ≥ 0 or a non-empty sequence of them, not {temperature!r}")
-    fallback = FallbackOptions(
-        (temperature,) if isinstance(temperature, Real) else tuple(temperature),
-        opts.pop("compression_ratio_threshold", 2.4),
-        opts.pop("logprob_threshold", -1.0),
-        opts.pop("no_speech_threshold", 0.6),
-    )
-    extra = {
-        "best_of": checks.integer("best_of", opts.pop("best_of", 5), low=1),
-        "seed": checks.integer("seed", opts.pop("seed", 0), low=0),
-    }
-    try:
-        decoding = DecodingOptions(task=task, **opts)
-    except TypeError as e:
-        raise TypeError(f"unknown decoding option ({e})") from e
-    return decoding, fallback, extra
-
-
-def _file_result(
-    windows: list[tuple[Window, DecodingResult, tuple[Segment, ...]]],
-    language: str | None,
-    fallback: FallbackOptions,
-    words: bool = False,
-) -> dict:
-    """One input's segments on its own timeline, in order; silent windows dropped as openai-whisper does."""
-    segments, speech_by_language = [], Counter()
-    for w, r, kept in sorted(windows, key=lambda x: x[0].start):
-        silent = (
-            fallback.no_speech_threshold is not None
-            and r.no_speech_prob > fallback.no_speech_threshold
-            and (fallback.logprob_threshold is None or r.avg_logprob < fallback.logprob_threshold)
-        )
-        if silent:
-            continue
-        speech_by_language[r.language] += w.duration
-        for s in kept:
-            start, end = to_file_time(w, s.start, s.end)
-            segment = {
-                "start": start,
-                "end": end,
-                "text": s.text.strip(),
-                "avg_logprob": r.avg_logprob,
-                "no_speech_prob": r.no_speech_prob,
-            }
-            if words:
-                segment["words"] = [_word_dict(w, word) for word in s.words]
-            segments.append(segment)
-    detected = speech_by_language.most_common(1)[0][0] if speech_by_language else None
-    result = {"segments": segments, "language": language or detected}
-    if words:
-        result["word_segments"] = [word for s in segments for word in s["words"]]
-    return result
-
-
-def _word_dict(window: Window, word: Word) -> dict:
-    """A word as whisperX writes it (text without the leading space, "score"), on the input's timeline."""
-    start, end = to_file_time(window, word.start, word.end)
-    return {"word": word.word.strip(), "start": start, "end": end, "score": round(word.probability, 3)}
 
 
 def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int:

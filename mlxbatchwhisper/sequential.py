@@ -18,8 +18,10 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE, TIME_PRECISION, file_log_mel
-from .decoding import DecodingOptions, FallbackOptions, Item, decode_with_fallback, detect_languages
+from .engine import Engine
 from .model import Whisper
+from .options import DecodingOptions
+from .prefill import Item, detect_languages, item_seed
 from .results import DecodingResult, Segment
 from .tokenizer import Tokenizer
 from .words import WordAligner, WordJob
@@ -145,14 +147,11 @@ class SequentialTranscriber:
         model: Whisper,
         tokenizer: Tokenizer,
         decoding: DecodingOptions,
-        fallback: FallbackOptions,
         options: SequentialOptions = SequentialOptions(),
         words: WordAligner | None = None,
-        best_of: int = 5,
-        seed: int = 0,
     ):
-        self.model, self.tokenizer, self.decoding, self.fallback = model, tokenizer, decoding, fallback
-        self.options, self.words, self.best_of, self.seed = options, words, best_of, seed
+        self.model, self.tokenizer, self.decoding = model, tokenizer, decoding
+        self.options, self.words = options, words
 
     def run(
         self,
@@ -210,13 +209,12 @@ class SequentialTranscriber:
                 prompt=s.prompt(self.options.carry_initial_prompt, self.model.dims.n_text_ctx),
                 language=s.language,
                 duration=size * HOP_LENGTH / SAMPLE_RATE,
+                seed=item_seed(s.key, seek),
             )
-            for i, ((s, _, size), f) in enumerate(zip(windows, features))
+            for i, ((s, seek, size), f) in enumerate(zip(windows, features))
         ]
         results: dict[int, DecodingResult] = {}
-        for item, result in decode_with_fallback(
-            self.model, self.tokenizer, items, self.decoding, self.fallback, len(items), self.best_of, self.seed
-        ):
+        for item, result in Engine(self.model, self.tokenizer, self.decoding, len(items)).run(items):
             results[item.key] = result
         cut = []
         for (s, seek, size), f, i in zip(windows, features, range(len(windows))):
@@ -231,7 +229,7 @@ class SequentialTranscriber:
             self._advance(s, seek, size, result, segments, next_seek, single_ending, words)
 
     def _silent(self, result: DecodingResult) -> bool:
-        f = self.fallback
+        f = self.decoding
         if f.no_speech_threshold is None or result.no_speech_prob <= f.no_speech_threshold:
             return False
         return not (f.logprob_threshold is not None and result.avg_logprob > f.logprob_threshold)

@@ -189,7 +189,7 @@ class WhisperXPipeline:
         numerals = model.tokenizer.numeral_symbol_tokens if options.suppress_numerals else ()
         self._decoding = options.transcribe_options(numerals)
         try:  # bad values fail here, before any audio is read
-            model._options(task, self._decoding)
+            model._options(task=task, **self._decoding)
         except ValueError as e:
             raise ValueError(
                 f"asr_options: {e} (named as in BatchedWhisper.transcribe_audio: max_new_tokens is "

@@ -19,8 +19,8 @@ import numpy as np
 
 from .alignment import AlignmentRow, TokenAlignment, align_tokens
 from .audio import SAMPLE_RATE
-from .decoding import Item
 from .model import Whisper
+from .prefill import Item
 from .results import DecodingResult, Segment, Word
 from .tokenizer import Tokenizer
 

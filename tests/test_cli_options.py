@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from mlxbatchwhisper.cli.transcribe import build_parser, parse_args, print_segments, transcribe_options
-from mlxbatchwhisper.pipeline import DEFAULT_TEMPERATURES
+from mlxbatchwhisper.options import DEFAULT_TEMPERATURES
 from mlxbatchwhisper.tokenizer import get_tokenizer
 from mlxbatchwhisper.vad import VadOptions
 from mlxbatchwhisper.words import WordOptions

@@ -108,7 +108,7 @@ def test_bad_vad_segments_are_refused(regions, match):
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 16000 * 60), st.sampled_from([30.0, 29.99, 15.0]))
 def test_a_window_never_holds_more_than_30_s_of_samples(start_sample, length):
-    from mlxbatchwhisper.pipeline import _window_audio
+    from mlxbatchwhisper.longform import window_audio as _window_audio
     from mlxbatchwhisper.schedule import Window
 
     audio = np.zeros(16000 * 100, np.float32)

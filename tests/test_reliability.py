@@ -21,7 +21,7 @@ from mlxbatchwhisper.checkpoints import CheckpointError, load_model
 from mlxbatchwhisper.cli.convert import main as convert_cli
 from mlxbatchwhisper.cli.transcribe import main as cli
 from mlxbatchwhisper.convert import convert, save_model
-from mlxbatchwhisper.decoding import ModelOutputError
+from mlxbatchwhisper.options import ModelOutputError
 from mlxbatchwhisper.writers import output_names, write_result
 from reference import DATA, corpus_audio
 

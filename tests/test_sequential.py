@@ -31,15 +31,12 @@ def ours(
     """Our sequential transcriber's openai-style results (with tokens), by file name; `sequential` holds
     SequentialOptions fields besides the clips."""
     m = model(name)
-    decoding, fallback, extra = m._options("transcribe", options)
     transcriber = SequentialTranscriber(
         m.model,
         m.tokenizer,
-        decoding,
-        fallback,
+        m._options(**options),
         SequentialOptions(clip_timestamps=clips, **(sequential or {})),
         WordAligner(m.model, m.tokenizer, "transcribe") if words else None,
-        **extra,
     )
     language = None if m.tokenizer.multilingual else "en"
     return dict(

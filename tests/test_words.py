@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from mlxbatchwhisper.alignment import dtw_token_starts, median_filter
 from mlxbatchwhisper.audio import N_SAMPLES
-from mlxbatchwhisper.decoding import split_segments
 from mlxbatchwhisper.tokenizer import get_tokenizer
+from mlxbatchwhisper.transcripts import split_segments
 from mlxbatchwhisper.words import split_words
 from reference import corpus_audio, manifest, pyannote_sample, segment_names
 from reference import openai_model_with_heads as reference

@@ -280,7 +280,7 @@ class _Run:
 
     def main(self) -> int:
         from ..checkpoints import CheckpointError
-        from ..decoding import ModelOutputError
+        from ..options import ModelOutputError
         from ..pipeline import BatchedWhisper
         from ..writers import output_names, output_paths
 

@@ -1,0 +1,72 @@
+"""The engine's loop with a real (tiny) model: host syncs per step, one continuous stream, seeding."""
+
+import mlx.core as mx
+
+from mlxbatchwhisper import engine as engine_module
+from mlxbatchwhisper.engine import Engine
+from mlxbatchwhisper.options import DecodingOptions
+from mlxbatchwhisper.prefill import Item
+from reference import corpus_audio
+from reference import our_model as model
+
+
+class CountingMx:
+    """`mlx.core` as the engine module sees it, counting the evaluations it asks for."""
+
+    def __init__(self):
+        self.evals = 0
+
+    def eval(self, *args):
+        self.evals += 1
+        return mx.eval(*args)
+
+    def __getattr__(self, name):
+        return getattr(mx, name)
+
+
+def test_the_greedy_loop_syncs_with_the_host_once_per_step(monkeypatch):
+    m = model("tiny.en")
+    counting = CountingMx()
+    monkeypatch.setattr(engine_module, "mx", counting)
+    reads, launches = [], []
+    read, launch = Engine._read, Engine._launch
+    monkeypatch.setattr(Engine, "_read", lambda self, rows: reads.append(1) or read(self, rows))
+    monkeypatch.setattr(Engine, "_launch", lambda self, batch: launches.append(1) or launch(self, batch))
+    items = [Item(key=n, audio=corpus_audio(n), language="en") for n in ("d01", "d02", "d03")]
+    engine = Engine(m.model, m.tokenizer, DecodingOptions(temperature=0.0), batch_size=2)
+    results = dict((item.key, r) for item, r in engine.run(items))
+    assert set(results) == {"d01", "d02", "d03"}
+    steps = len(launches)
+    assert steps >= max(len(r.tokens) for r in results.values())
+    assert len(reads) == steps  # the step's tokens are read once...
+    assert counting.evals == steps  # ...and nothing else in the loop waits for the device
+
+
+def test_fallbacks_rejoin_the_running_batch_before_the_rest_of_the_input(monkeypatch):
+    m = model("tiny.en")
+    admitted = []
+    admit = Engine._admit
+    monkeypatch.setattr(
+        Engine,
+        "_admit",
+        lambda self, jobs: admitted.extend((j.item.key, j.pass_.index) for j in jobs) or admit(self, jobs),
+    )
+    names = ["d01", "d02", "d03", "d04", "d05", "d06"]
+    options = DecodingOptions(temperature=(0.0, 0.6), logprob_threshold=0.0, no_speech_threshold=None, best_of=2)
+    items = [Item(key=n, audio=corpus_audio(n), language="en", seed=i) for i, n in enumerate(names)]
+    results = dict((item.key, r) for item, r in Engine(m.model, m.tokenizer, options, batch_size=4).run(items))
+    assert all(r.temperature == 0.6 for r in results.values())  # every row needed the second pass
+    first_fallback = next(i for i, (_, p) in enumerate(admitted) if p == 1)
+    assert any(p == 0 for _, p in admitted[first_fallback:])  # no round barrier: input still came after it
+    assert sorted(admitted) == sorted([(n, 0) for n in names] + [(n, 1) for n in names])
+
+
+def test_samples_do_not_depend_on_the_batch():
+    m = model("tiny.en")
+    audios = [corpus_audio(n) for n in ("d01", "d02", "d03")]
+    hot = dict(temperature=0.7, best_of=3)
+    together = m.transcribe(audios, batch_size=3, **hot)
+    alone = m.transcribe(audios, batch_size=1, **hot)
+    assert [r.tokens for r in together] == [r.tokens for r in alone]
+    other_seed = m.transcribe(audios, batch_size=3, seed=1, **hot)
+    assert [r.tokens for r in other_seed] != [r.tokens for r in together]
