@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import bisect
 import functools
-import itertools
 import os
 import threading
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Union
 
@@ -19,21 +16,20 @@ from . import checks, vad
 from .audio import (
     N_SAMPLES,
     SAMPLE_RATE,
-    audio_blocks,
     check_audio,
     check_sample_rate,
-    is_file_object,
-    load_audio,
     resample,
 )
 from .checkpoints import DEFAULT_MODEL, load_model
 from .engine import Engine
+from .inputs import as_list, clip_regions, given_regions, per_input, precheck, read
 from .longform import WindowDecoder
 from .model import Whisper
 from .options import DecodingOptions
+from .pieces import Packer, decode_streamed
 from .prefill import Item
 from .results import DecodingResult
-from .schedule import Window, WindowStream, frame_energy, plan_windows
+from .schedule import frame_energy, plan_windows
 from .sequential import SequentialOptions, SequentialTranscriber, as_segments
 from .tokenizer import Tokenizer, get_tokenizer, language_code
 from .vad import VadOptions
@@ -41,8 +37,6 @@ from .words import WordAligner, WordOptions, with_words
 
 GROUP_SECONDS = 3600.0  # audio read, VAD-ed and decoded together by transcribe_audio
 STREAM_SECONDS = 600.0  # inputs longer than this are read and decoded in pieces of about this length
-PACK_SECONDS = 15.0  # with pack_short_inputs, inputs at most this long share windows
-PACK_GAP = 2.0  # seconds of silence between packed inputs
 
 AudioInputs = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
 
@@ -129,13 +123,13 @@ class BatchedWhisper:
         check_sample_rate(sample_rate)
         audios = [
             check_audio(resample(s, sample_rate, f"segments[{i}]"), f"segments[{i}]", N_SAMPLES)
-            for i, s in enumerate(_as_list(segments, "segments"))
+            for i, s in enumerate(as_list(segments, "segments"))
         ]
         for i, a in enumerate(audios):
             if len(a) == 0:
                 raise ValueError(f"segments[{i}] is empty")
-        languages = [self._language(lang) for lang in _per_input(language, len(audios), "language", "segments")]
-        prompts = _per_input(initial_prompt, len(audios), "initial_prompt", "segments")
+        languages = [self._language(lang) for lang in per_input(language, len(audios), "language", "segments")]
+        prompts = per_input(initial_prompt, len(audios), "initial_prompt", "segments")
         items = [
             Item(key=i, audio=a, language=lang, duration=len(a) / SAMPLE_RATE, prompt=self._prompt(p), seed=i)
             for i, (a, lang, p) in enumerate(zip(audios, languages, prompts))
@@ -192,7 +186,7 @@ class BatchedWhisper:
         where not done) as the exception's `partial_results`. on_error="yield": a failed input's
         place holds its exception and the others are transcribed.
         """
-        inputs = _as_list(audio_or_paths, "audio_or_paths")
+        inputs = as_list(audio_or_paths, "audio_or_paths")
         results: list[dict | Exception | None] = [None] * len(inputs)
         try:
             for i, result in self.transcribe_audio_iter(
@@ -263,18 +257,18 @@ class BatchedWhisper:
         checks.number("chunk_size", chunk_size, low=0, high=30, low_open=True)
         checks.flag("vad", vad)
         check_sample_rate(sample_rate)
-        inputs = _as_list(audio_or_paths, "audio_or_paths")
+        inputs = as_list(audio_or_paths, "audio_or_paths")
         if on_error == "raise":
             for i, x in enumerate(inputs):
-                _precheck(x, f"input {i}")
+                precheck(x, f"input {i}")
         if vad_segments is not None:
             if len(vad_segments) != len(inputs):
                 raise ValueError(f"vad_segments has {len(vad_segments)} entries for {len(inputs)} inputs")
-            vad_segments = [_regions(given, f"vad_segments[{i}]") for i, given in enumerate(vad_segments)]
+            vad_segments = [given_regions(given, f"vad_segments[{i}]") for i, given in enumerate(vad_segments)]
         decoding = self._options(options, **overrides, **({} if task is None else {"task": task}))
         batch_size = self._batch_size(batch_size, decoding.group)
-        languages = [self._language(lang) for lang in _per_input(language, len(inputs), "language", "inputs")]
-        prompts = [self._prompt(p) for p in _per_input(initial_prompt, len(inputs), "initial_prompt", "inputs")]
+        languages = [self._language(lang) for lang in per_input(language, len(inputs), "language", "inputs")]
+        prompts = [self._prompt(p) for p in per_input(initial_prompt, len(inputs), "initial_prompt", "inputs")]
         words = (
             WordAligner(
                 self.model, self.tokenizer, decoding.task, WordOptions(prepend_punctuations, append_punctuations)
@@ -324,7 +318,7 @@ class BatchedWhisper:
             raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")
         checks.flag("pack_short_inputs", pack_short_inputs)
         if pack_short_inputs and mode == "vad":
-            packer = _Packer(job, languages, prompts, vad_options or VadOptions(), self.tokenizer.multilingual)
+            packer = Packer(job, languages, prompts, vad_options or VadOptions(), self.tokenizer.multilingual)
             flush = packer.run
         else:
             flush = job.run
@@ -333,13 +327,18 @@ class BatchedWhisper:
         streamable = mode == "vad" and vad and vad_segments is None
         for i, x in enumerate(inputs):
             try:
-                audio, rest = _read(x, f"input {i}", sample_rate, STREAM_SECONDS if streamable else None)
-                given = None if vad_segments is None else _clip(vad_segments[i], len(audio) / SAMPLE_RATE)
+                audio, rest = read(x, f"input {i}", sample_rate, STREAM_SECONDS if streamable else None)
+                given = None if vad_segments is None else clip_regions(vad_segments[i], len(audio) / SAMPLE_RATE)
                 if rest is not None:  # a long input: read, VAD-ed and decoded a piece at a time
                     if group:
                         yield from flush(group)
                         group, seconds = {}, 0.0
-                    yield i, _streamed(job, i, rest, vad_options or VadOptions(), chunk_size)
+                    yield (
+                        i,
+                        decode_streamed(
+                            job, i, rest, vad_options or VadOptions(), chunk_size, STREAM_SECONDS, GROUP_SECONDS
+                        ),
+                    )
                     continue
             except (OSError, ValueError, TypeError) as e:
                 if on_error == "raise":
@@ -412,82 +411,6 @@ class _LongForm:
 
 
 @dataclass
-class _Packer:
-    """`_LongForm.run` with short inputs packed (pack_short_inputs): the speech of inputs of at most PACK_SECONDS
-    that share a language and a prompt is laid end to end, PACK_GAP seconds apart, and decoded as one input;
-    its segments go back to the input their middle falls in, on that input's timeline."""
-
-    job: _LongForm
-    languages: list[str | None]
-    prompts: list[tuple[int, ...]]
-    vad_options: VadOptions
-    multilingual: bool  # then only inputs of a given language are packed (not detected per window)
-
-    def __post_init__(self) -> None:
-        # The job reports a packed input's length, gaps included: what it reports is first taken off the gaps.
-        windows = self.job.windows
-        self.report, windows.progress, self.gaps = windows.progress, self._discounted, 0.0
-
-    def _discounted(self, seconds: float) -> None:
-        taken = min(seconds, self.gaps)
-        self.gaps -= taken
-        if self.report and seconds > taken:
-            self.report(seconds - taken)
-
-    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]) -> Iterator[tuple[int, dict]]:
-        short = [
-            i
-            for i, (audio, given) in group.items()
-            if given is None
-            and len(audio) <= PACK_SECONDS * SAMPLE_RATE
-            and (self.languages[i] is not None or not self.multilingual)
-        ]
-        found = vad.get_speech_timestamps_batch([group[i][0] for i in short], **asdict(self.vad_options))
-        by_kind: dict[tuple, list[tuple[int, list[tuple[float, float]]]]] = defaultdict(list)
-        for i, regions in zip(short, found):
-            by_kind[self.languages[i], self.prompts[i]].append((i, [(r["start"], r["end"]) for r in regions]))
-        packs: dict[int, list[tuple[int, float, float]]] = {}  # key -> (input, offset, duration) seconds
-        for members in by_kind.values():
-            if len(members) < 2:
-                continue
-            parts, regions, placed, offset = [], [], [], 0
-            for i, speech in members:
-                audio = group.pop(i)[0]
-                start = offset / SAMPLE_RATE
-                regions += [(start + a, start + b) for a, b in speech]
-                placed.append((i, start, len(audio) / SAMPLE_RATE))
-                parts += [audio, np.zeros(round(PACK_GAP * SAMPLE_RATE), np.float32)]
-                offset += len(parts[-2]) + len(parts[-1])
-            group[members[0][0]] = (np.concatenate(parts[:-1]), regions)
-            self.gaps += (len(members) - 1) * len(parts[-1]) / SAMPLE_RATE
-            packs[members[0][0]] = placed
-        for key, result in self.job.run(group):
-            if key not in packs:
-                yield key, result
-                continue
-            for i, part in _unpacked(result, packs.pop(key)):
-                yield i, part
-
-
-def _unpacked(result: dict, placed: list[tuple[int, float, float]]) -> list[tuple[int, dict]]:
-    """A packed input's result split back: each segment to the input its middle falls in, on its timeline."""
-    starts = [start for _, start, _ in placed]
-    out = [{"segments": [], "language": result["language"]} for _ in placed]
-    for segment in result["segments"]:
-        k = max(0, bisect.bisect_right(starts, (segment["start"] + segment["end"]) / 2) - 1)
-        start, duration = placed[k][1:]
-        segment = dict(segment)
-        for item in [segment, *segment.get("words", ())]:
-            item["start"] = round(min(max(item["start"] - start, 0.0), duration), 3)
-            item["end"] = round(min(max(item["end"] - start, 0.0), duration), 3)
-        out[k]["segments"].append(segment)
-    if "word_segments" in result:
-        for part in out:
-            part["word_segments"] = [w for s in part["segments"] for w in s["words"]]
-    return [(i, part) for (i, _, _), part in zip(placed, out)]
-
-
-@dataclass
 class _Sequential:
     """One `transcribe_audio(mode="sequential")` call: groups of loaded inputs through openai's algorithm."""
 
@@ -538,27 +461,6 @@ def _speech(
     return speech, scores
 
 
-def _regions(given: Sequence[dict], name: str) -> list[tuple[float, float]]:
-    """Speech regions given for one input, as (start, end) seconds, checked."""
-    out = []
-    for k, region in enumerate(given):
-        try:
-            start, end = float(region["start"]), float(region["end"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(
-                f"{name}[{k}] must be a dict with numeric 'start' and 'end' seconds, not {region!r}"
-            ) from e
-        if not (np.isfinite(start) and np.isfinite(end) and 0 <= start < end):
-            raise ValueError(f"{name}[{k}] needs 0 <= start < end (seconds), got {region!r}")
-        out.append((start, end))
-    return out
-
-
-def _clip(regions: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
-    """Regions cut to an input's duration."""
-    return [(a, min(b, duration)) for a, b in regions if a < duration]
-
-
 def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int:
     """Rows whose caches and activations fit in `share` of the free memory (CPU RAM or GPU)."""
     d = model.dims
@@ -573,186 +475,3 @@ def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int
     if not free:  # MLX reports no memory size for the CPU: use the free RAM
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return int(max(1, min(limit, share * free // per_row)))
-
-
-def _as_list(inputs: Any, name: str) -> list:
-    """One path or 1-D waveform, or a sequence of them, as a list; 2-D arrays refused with a hint."""
-    if isinstance(inputs, (str, os.PathLike)):
-        return [inputs]
-    if isinstance(inputs, (np.ndarray, mx.array)):
-        if inputs.ndim == 1:
-            return [inputs]
-        if inputs.ndim == 2:
-            axis = int(np.argmin(inputs.shape))
-            raise ValueError(
-                f"{name} is a 2-D array of shape {tuple(inputs.shape)}: for multi-channel audio, mix it down "
-                f"to mono first (a.mean(axis={axis})); for several recordings, pass a list of 1-D arrays (list(a))"
-            )
-        raise ValueError(
-            f"{name} must be a 1-D waveform or a list of them, not an array of shape {tuple(inputs.shape)}"
-        )
-    if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
-        raise TypeError(f"{name} must be a path, a 1-D float waveform, or a list of them, not {type(inputs).__name__}")
-    return list(inputs)
-
-
-def _precheck(x: Any, name: str) -> None:
-    """Refuse, before any decoding, an input that is not a path or waveform, or a file that is not there."""
-    if isinstance(x, (str, os.PathLike)):
-        if not os.path.exists(x):
-            raise FileNotFoundError(f"{name}: no such file: {os.fspath(x)}")
-        if os.path.isdir(x):
-            raise IsADirectoryError(f"{name}: {os.fspath(x)} is a directory, not an audio file")
-        if not os.access(x, os.R_OK):
-            raise PermissionError(f"{name}: {os.fspath(x)} is not readable")
-    elif is_file_object(x):
-        return
-    elif not isinstance(x, (np.ndarray, mx.array, Sequence)) or isinstance(x, bytes):
-        raise TypeError(f"{name} must be a path, a binary file object or a 1-D float waveform, not {type(x).__name__}")
-
-
-def _load(x: Any, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A file (path or binary file object) decoded to 16 kHz mono, or a waveform checked (and resampled
-    from `sample_rate`)."""
-    if isinstance(x, (str, os.PathLike)) or is_file_object(x):
-        return load_audio(x)
-    _precheck(x, name)
-    return resample(np.asarray(x), sample_rate, name)
-
-
-def _read(
-    x: Any, name: str, sample_rate: int, stream_after: float | None
-) -> tuple[np.ndarray, Iterator[np.ndarray] | None]:
-    """`_load` and None, or for an input that lasts more than `stream_after` seconds, an empty array and an
-    iterator of its samples (in blocks of a few seconds), read as they are asked for."""
-    if stream_after is None:
-        return _load(x, name, sample_rate), None
-    if isinstance(x, (str, os.PathLike)) or is_file_object(x):
-        blocks = audio_blocks(x)
-    else:
-        whole = _load(x, name, sample_rate)
-        blocks = (whole[k : k + _BLOCK] for k in range(0, len(whole), _BLOCK))
-    blocks = _rechunk(blocks, _BLOCK)
-    head, count = [], 0
-    for block in blocks:
-        head.append(block)
-        count += len(block)
-        if count > stream_after * SAMPLE_RATE:
-            return np.zeros(0, np.float32), itertools.chain(_drain(head), blocks)
-    return (np.concatenate(head) if head else np.zeros(0, np.float32)), None
-
-
-def _drain(blocks: list[np.ndarray]) -> Iterator[np.ndarray]:
-    """The list's items, each let go of as it is handed on."""
-    while blocks:
-        yield blocks.pop(0)
-
-
-_BLOCK = 8 * SAMPLE_RATE  # samples handed on at a time while reading a long input
-
-
-def _rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Blocks of samples joined into blocks of at least `size` (the last one may be shorter)."""
-    pending, count = [], 0
-    for block in blocks:
-        pending.append(block)
-        count += len(block)
-        if count >= size:
-            yield np.concatenate(pending) if len(pending) > 1 else pending[0]
-            pending, count = [], 0
-    if pending:
-        yield np.concatenate(pending)
-
-
-def _streamed(job: _LongForm, i: int, blocks: Iterator[np.ndarray], vad_options: VadOptions, chunk_size: float) -> dict:
-    """A long input's result, reading it as it goes.
-
-    Silero VAD and the window plan follow the reading (the windows are those of the whole input); only
-    the samples a window may still need are kept, and each closed window's samples are set aside. Once
-    they hold STREAM_SECONDS of audio (or GROUP_SECONDS have been read), those windows are decoded as a
-    piece (a group of its own, given the windows' regions) and dropped.
-    """
-    speech = vad.SpeechStream(**asdict(vad_options))
-    planner = WindowStream(chunk_size)
-    buffer, buffer_start = np.zeros(0, np.float32), 0  # the samples read from `buffer_start` on
-    piece: list[Window] = []  # closed windows not yet decoded
-    spans: list[tuple[int, np.ndarray]] = []  # their samples: (first sample, samples)
-    piece_start, held, parts = 0, 0, []
-    for block in itertools.chain(blocks, [None]):
-        if block is None:  # the end
-            closed = planner.add(speech.finish(), speech.probabilities) + planner.finish()
-        else:
-            buffer = np.concatenate([buffer, block])
-            closed = planner.add(speech.feed(block), speech.probabilities) + planner.advance(speech.earliest)
-        for w in closed:  # a sample more each side: times are rounded to samples again after the shift
-            first = max(buffer_start, round(w.start * SAMPLE_RATE) - 1)
-            last = round(w.end * SAMPLE_RATE) + 1
-            spans.append((first, buffer[first - buffer_start : last - buffer_start].copy()))
-            held += len(spans[-1][1])
-        piece += closed
-        start = planner.open_start
-        if block is None:
-            keep = speech.samples
-        else:  # no window to come starts before this sample
-            keep = max(buffer_start, round(min(speech.earliest, np.inf if start is None else start) * SAMPLE_RATE))
-        buffer, buffer_start = buffer[keep - buffer_start :].copy(), keep
-        if (
-            block is not None
-            and held < STREAM_SECONDS * SAMPLE_RATE
-            and keep - piece_start < GROUP_SECONDS * SAMPLE_RATE
-        ):
-            continue
-        offset = piece_start / SAMPLE_RATE
-        regions = [(a - offset, b - offset) for w in piece for a, b in w.regions]
-        audio = _Spans(keep - piece_start, [(first - piece_start, x) for first, x in spans])
-        parts += [(offset, result) for _, result in job.run({i: (audio, regions)})]
-        piece, spans, held, piece_start = [], [], 0, keep
-    return _joined(parts)
-
-
-class _Spans:
-    """A stretch of an input of which only some spans are held (zeros elsewhere), read by slicing as an array is."""
-
-    def __init__(self, length: int, spans: list[tuple[int, np.ndarray]]):
-        self.length, self.spans = length, spans
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        start, stop, _ = key.indices(self.length)
-        out = np.zeros(max(0, stop - start), np.float32)
-        for first, samples in self.spans:
-            lo, hi = max(start, first), min(stop, first + len(samples))
-            if lo < hi:
-                out[lo - start : hi - start] = samples[lo - first : hi - first]
-        return out
-
-
-def _joined(parts: list[tuple[float, dict]]) -> dict:
-    """Results of consecutive pieces of one input (each with its offset in seconds) as one result."""
-    segments, speech_by_language = [], Counter()
-    for offset, result in parts:
-        for segment in result["segments"]:
-            segment["start"], segment["end"] = round(segment["start"] + offset, 3), round(segment["end"] + offset, 3)
-            for word in segment.get("words", ()):
-                word["start"], word["end"] = round(word["start"] + offset, 3), round(word["end"] + offset, 3)
-            segments.append(segment)
-            speech_by_language[result["language"]] += segment["end"] - segment["start"]
-    language = speech_by_language.most_common(1)[0][0] if speech_by_language else parts[-1][1]["language"]
-    joined = {"segments": segments, "language": language}
-    if any("word_segments" in result for _, result in parts):
-        joined["word_segments"] = [word for s in segments for word in s["words"]]
-    return joined
-
-
-def _per_input(value: Any, n: int, name: str, inputs: str) -> list:
-    """One value for every input, or a list of one per input."""
-    if value is None or isinstance(value, str):
-        return [value] * n
-    if not isinstance(value, Iterable):
-        raise ValueError(f"{name} must be a string, None, or a list of one per input, not {value!r}")
-    values = list(value)
-    if len(values) != n:
-        raise ValueError(f"{name} has {len(values)} entries for {n} {inputs}")
-    return values
