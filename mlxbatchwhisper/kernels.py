@@ -69,85 +69,78 @@ template <typename T> __device__ inline void load8(const T* p, float* out) {
     }
 }
 """
-_ONE_QUERY_CUDA = """
+# The kernel's body, with the key/value pointers ({setup}) and the loads of one key and value ({load})
+# filled in for keys/values of the query's type or for int8 ones with a scale per position.
+_ONE_QUERY_BODY = """
     constexpr int U = 2, PARTS = WARPS * 4;
     const int unit = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int group = lane / 8, sub = lane % 8;
-    const T* kk = k + (size_t)unit * L * 64 + sub * 8;
-    const T* vv = v + (size_t)unit * L * 64 + sub * 8;
-    float qf[8], acc[8];
+{setup}    float qf[8], acc[8];
     load8(q + unit * 64 + sub * 8, qf);
     #pragma unroll
-    for (int i = 0; i < 8; i++) { qf[i] *= scale[0]; acc[i] = 0.f; }
+    for (int i = 0; i < 8; i++) {{ qf[i] *= scale[0]; acc[i] = 0.f; }}
     float m = -INFINITY, l = 0.f;
-    for (int t0 = warp * 4 * U; t0 < L; t0 += WARPS * 4 * U) {
+    for (int t0 = warp * 4 * U; t0 < L; t0 += WARPS * 4 * U) {{
         float s[U], vf[U][8];
         #pragma unroll
-        for (int u = 0; u < U; u++) {
+        for (int u = 0; u < U; u++) {{
             const int t = min(t0 + u * 4 + group, L - 1);
             float kf[8];
-            load8(kk + (size_t)t * 64, kf);
-            load8(vv + (size_t)t * 64, vf[u]);
-            float d = 0.f;
-            #pragma unroll
-            for (int i = 0; i < 8; i++) d += qf[i] * kf[i];
-            s[u] = d;
-        }
+{load}        }}
         #pragma unroll
-        for (int off = 4; off > 0; off >>= 1) {
+        for (int off = 4; off > 0; off >>= 1) {{
             #pragma unroll
             for (int u = 0; u < U; u++) s[u] += __shfl_xor_sync(0xffffffff, s[u], off);
-        }
+        }}
         #pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (t0 + u * 4 + group < L) {
+        for (int u = 0; u < U; u++) {{
+            if (t0 + u * 4 + group < L) {{
                 const float mn = fmaxf(m, s[u]), c = __expf(m - mn), p = __expf(s[u] - mn);
                 l = l * c + p;
                 #pragma unroll
                 for (int i = 0; i < 8; i++) acc[i] = acc[i] * c + p * vf[u][i];
                 m = mn;
-            }
-        }
-    }
+            }}
+        }}
+    }}
     __shared__ float sm[PARTS], sl[PARTS], sa[PARTS][64];
     const int part = warp * 4 + group;
-    if (sub == 0) { sm[part] = m; sl[part] = l; }
+    if (sub == 0) {{ sm[part] = m; sl[part] = l; }}
     #pragma unroll
     for (int i = 0; i < 8; i++) sa[part][sub * 8 + i] = acc[i];
     __syncthreads();
-    if (warp == 0) {
+    if (warp == 0) {{
         float top = -INFINITY, total = 0.f, o0 = 0.f, o1 = 0.f;
         for (int w = 0; w < PARTS; w++) top = fmaxf(top, sm[w]);
-        for (int w = 0; w < PARTS; w++) {
+        for (int w = 0; w < PARTS; w++) {{
             const float c = sm[w] == -INFINITY ? 0.f : __expf(sm[w] - top);
             total += sl[w] * c;
             o0 += sa[w][2 * lane] * c;
             o1 += sa[w][2 * lane + 1] * c;
-        }
+        }}
         out[unit * 64 + 2 * lane] = (T)(o0 / total);
         out[unit * 64 + 2 * lane + 1] = (T)(o1 / total);
-    }
+    }}
 """
-_ONE_QUERY_INT8_CUDA = """
-    constexpr int U = 2, PARTS = WARPS * 4;
-    const int unit = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int group = lane / 8, sub = lane % 8;
-    const int8_t* kk = k + (size_t)unit * L * 64 + sub * 8;
+_ONE_QUERY_CUDA = _ONE_QUERY_BODY.format(
+    setup="""    const T* kk = k + (size_t)unit * L * 64 + sub * 8;
+    const T* vv = v + (size_t)unit * L * 64 + sub * 8;
+""",
+    load="""            load8(kk + (size_t)t * 64, kf);
+            load8(vv + (size_t)t * 64, vf[u]);
+            float d = 0.f;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) d += qf[i] * kf[i];
+            s[u] = d;
+""",
+)
+_ONE_QUERY_INT8_CUDA = _ONE_QUERY_BODY.format(
+    setup="""    const int8_t* kk = k + (size_t)unit * L * 64 + sub * 8;
     const int8_t* vv = v + (size_t)unit * L * 64 + sub * 8;
     const T* ksu = ks + (size_t)unit * L;
     const T* vsu = vs + (size_t)unit * L;
-    float qf[8], acc[8];
-    load8(q + unit * 64 + sub * 8, qf);
-    #pragma unroll
-    for (int i = 0; i < 8; i++) { qf[i] *= scale[0]; acc[i] = 0.f; }
-    float m = -INFINITY, l = 0.f;
-    for (int t0 = warp * 4 * U; t0 < L; t0 += WARPS * 4 * U) {
-        float s[U], vf[U][8];
-        #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int t = min(t0 + u * 4 + group, L - 1);
-            float kf[8];
-            load8q(kk + (size_t)t * 64, kf);
+""",
+    load="""            load8q(kk + (size_t)t * 64, kf);
             load8q(vv + (size_t)t * 64, vf[u]);
             const float vscale = (float)vsu[t];
             #pragma unroll
@@ -156,42 +149,9 @@ _ONE_QUERY_INT8_CUDA = """
             #pragma unroll
             for (int i = 0; i < 8; i++) d += qf[i] * kf[i];
             s[u] = d * (float)ksu[t];
-        }
-        #pragma unroll
-        for (int off = 4; off > 0; off >>= 1) {
-            #pragma unroll
-            for (int u = 0; u < U; u++) s[u] += __shfl_xor_sync(0xffffffff, s[u], off);
-        }
-        #pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (t0 + u * 4 + group < L) {
-                const float mn = fmaxf(m, s[u]), c = __expf(m - mn), p = __expf(s[u] - mn);
-                l = l * c + p;
-                #pragma unroll
-                for (int i = 0; i < 8; i++) acc[i] = acc[i] * c + p * vf[u][i];
-                m = mn;
-            }
-        }
-    }
-    __shared__ float sm[PARTS], sl[PARTS], sa[PARTS][64];
-    const int part = warp * 4 + group;
-    if (sub == 0) { sm[part] = m; sl[part] = l; }
-    #pragma unroll
-    for (int i = 0; i < 8; i++) sa[part][sub * 8 + i] = acc[i];
-    __syncthreads();
-    if (warp == 0) {
-        float top = -INFINITY, total = 0.f, o0 = 0.f, o1 = 0.f;
-        for (int w = 0; w < PARTS; w++) top = fmaxf(top, sm[w]);
-        for (int w = 0; w < PARTS; w++) {
-            const float c = sm[w] == -INFINITY ? 0.f : __expf(sm[w] - top);
-            total += sl[w] * c;
-            o0 += sa[w][2 * lane] * c;
-            o1 += sa[w][2 * lane + 1] * c;
-        }
-        out[unit * 64 + 2 * lane] = (T)(o0 / total);
-        out[unit * 64 + 2 * lane + 1] = (T)(o1 / total);
-    }
-"""
+""",
+)
+
 _one_query_cuda = None
 _one_query_int8_cuda = None
 CrossKV = tuple  # (keys, values), or (int8 keys, int8 values, key scales, value scales): see quantize_kv
