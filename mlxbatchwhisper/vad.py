@@ -261,6 +261,29 @@ def _pad_runs(runs: list[list[int]], pad: float, num_samples: int) -> list[list[
     ]
 
 
+def _hysteresis(
+    pad: float,
+    threshold: float,
+    neg_threshold: float | None,
+    min_speech_duration_ms: float,
+    min_silence_duration_ms: float,
+    max_speech_duration_s: float,
+    min_silence_at_max_speech: float,
+    use_max_poss_sil_at_max_speech: bool,
+) -> _Hysteresis:
+    """The run machine for silero's options (times in ms or s, as `get_speech_timestamps` takes them) and a
+    padding of `pad` samples each side."""
+    return _Hysteresis(
+        threshold=threshold,
+        neg_threshold=max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold,
+        min_speech=SAMPLE_RATE * min_speech_duration_ms / 1000,
+        min_silence=SAMPLE_RATE * min_silence_duration_ms / 1000,
+        max_speech=SAMPLE_RATE * max_speech_duration_s - CHUNK - 2 * pad,
+        min_silence_at_max=SAMPLE_RATE * min_silence_at_max_speech / 1000,
+        use_longest_silence=use_max_poss_sil_at_max_speech,
+    )
+
+
 def timestamps_from_probabilities(
     probs: np.ndarray,
     num_samples: int,
@@ -277,17 +300,16 @@ def timestamps_from_probabilities(
 
     Options as in `get_speech_timestamps`.
     """
-    if neg_threshold is None:
-        neg_threshold = max(threshold - 0.15, 0.01)
     pad = SAMPLE_RATE * speech_pad_ms / 1000
-    machine = _Hysteresis(
-        threshold=threshold,
-        neg_threshold=neg_threshold,
-        min_speech=SAMPLE_RATE * min_speech_duration_ms / 1000,
-        min_silence=SAMPLE_RATE * min_silence_duration_ms / 1000,
-        max_speech=SAMPLE_RATE * max_speech_duration_s - CHUNK - 2 * pad,
-        min_silence_at_max=SAMPLE_RATE * min_silence_at_max_speech / 1000,
-        use_longest_silence=use_max_poss_sil_at_max_speech,
+    machine = _hysteresis(
+        pad,
+        threshold,
+        neg_threshold,
+        min_speech_duration_ms,
+        min_silence_duration_ms,
+        max_speech_duration_s,
+        min_silence_at_max_speech,
+        use_max_poss_sil_at_max_speech,
     )
     machine.feed(probs)
     machine.finish(num_samples)
@@ -393,17 +415,16 @@ class SpeechStream:
         min_silence_at_max_speech: float = 98,
         use_max_poss_sil_at_max_speech: bool = True,
     ):
-        if neg_threshold is None:
-            neg_threshold = max(threshold - 0.15, 0.01)
         self.pad = SAMPLE_RATE * speech_pad_ms / 1000
-        self._machine = _Hysteresis(
-            threshold=threshold,
-            neg_threshold=neg_threshold,
-            min_speech=SAMPLE_RATE * min_speech_duration_ms / 1000,
-            min_silence=SAMPLE_RATE * min_silence_duration_ms / 1000,
-            max_speech=SAMPLE_RATE * max_speech_duration_s - CHUNK - 2 * self.pad,
-            min_silence_at_max=SAMPLE_RATE * min_silence_at_max_speech / 1000,
-            use_longest_silence=use_max_poss_sil_at_max_speech,
+        self._machine = _hysteresis(
+            self.pad,
+            threshold,
+            neg_threshold,
+            min_speech_duration_ms,
+            min_silence_duration_ms,
+            max_speech_duration_s,
+            min_silence_at_max_speech,
+            use_max_poss_sil_at_max_speech,
         )
         self.samples = 0  # fed so far
         self._unscored: list[np.ndarray] = []  # samples fed but not yet through the network
