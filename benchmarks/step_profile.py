@@ -27,7 +27,8 @@ import mlxbatchwhisper  # noqa: E402, I001  (first: binds the fast BLAS before M
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 import numpy as np  # noqa: E402
-from throughput import SHAPES  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
+from throughput import SHAPES, measure_hardware  # noqa: E402
 
 from mlxbatchwhisper.cache import KVCache  # noqa: E402
 from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
@@ -48,26 +49,9 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def hardware(repeat: int) -> dict:
-    """Copy bandwidth (bytes read + written per second) and fp16/fp32 matmul rate of this device."""
-    gpu = mx.default_device() == mx.gpu
-    a = mx.random.normal((1 << 28 if gpu else 1 << 24,)).astype(mx.float16 if gpu else mx.float32)
-    copy = median_time(lambda: a * 1, repeat)
-    size = 8192 if gpu else 1024
-    dtype = mx.float16 if gpu else mx.float32
-    x = mx.random.normal((size, size)).astype(dtype)
-    mm = median_time(lambda: x @ x, repeat)
-    return {"bandwidth_gb_s": 2 * a.nbytes / copy / 1e9, "matmul_tflop_s": 2 * size**3 / mm / 1e12}
-
-
 def nbytes(tree) -> int:
-    if isinstance(tree, mx.array):
-        return tree.nbytes
-    if isinstance(tree, dict):
-        return sum(nbytes(v) for v in tree.values())
-    if isinstance(tree, (list, tuple)):
-        return sum(nbytes(v) for v in tree)
-    return 0
+    """Bytes of every array in a tree of arrays (lists, tuples, dicts)."""
+    return sum(v.nbytes for _, v in tree_flatten(tree))
 
 
 def main() -> None:
@@ -82,9 +66,9 @@ def main() -> None:
     args = parser.parse_args()
     info = mlxbatchwhisper.runtime_info()
     print(json.dumps(info), flush=True)
-    hw = hardware(args.repeat)
+    hw = measure_hardware()
     print(json.dumps(hw), flush=True)
-    bw = hw["bandwidth_gb_s"] * 1e9
+    bw = hw["read_gb_s"] * 1e9
     rows: list[dict] = []
 
     def report(part: str, seconds: float, floor_bytes: int = 0, **extra) -> None:
