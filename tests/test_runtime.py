@@ -72,6 +72,11 @@ def _choice_with_cache(tmp_path, speeds: dict[str, float]) -> dict:
     cache = tmp_path / "mlxbatchwhisper" / "blas.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({runtime._cache_key(p): g for p, g in speeds.items()}))
+    return _child_runtime_info(tmp_path)
+
+
+def _child_runtime_info(cache_home) -> dict:
+    """runtime_info of a fresh interpreter (no $MLXBATCHWHISPER_BLAS) whose cache folder is `cache_home`."""
     code = "import json, mlxbatchwhisper as m; print(json.dumps(m.runtime_info()))"
     env = {k: v for k, v in os.environ.items() if k != runtime.BLAS_ENV}
     out = subprocess.run(
@@ -79,7 +84,7 @@ def _choice_with_cache(tmp_path, speeds: dict[str, float]) -> dict:
         capture_output=True,
         text=True,
         check=True,
-        env={**env, "XDG_CACHE_HOME": str(tmp_path)},
+        env={**env, "XDG_CACHE_HOME": str(cache_home)},
     )
     return json.loads(out.stdout)
 
@@ -100,16 +105,7 @@ def test_measurements_are_cached_per_cpu_and_library(tmp_path):
     candidates = runtime.blas_candidates()
     if len(candidates) < 2:
         pytest.skip("needs two optimized BLAS libraries (libopenblas0-pthread and the mkl wheel)")
-    code = "import json, mlxbatchwhisper as m; print(json.dumps(m.runtime_info()))"
-    env = {k: v for k, v in os.environ.items() if k != runtime.BLAS_ENV}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**env, "XDG_CACHE_HOME": str(tmp_path)},
-    )
-    info = json.loads(out.stdout)
+    info = _child_runtime_info(tmp_path)
     cached = json.loads((tmp_path / "mlxbatchwhisper" / "blas.json").read_text())
     assert set(cached) == {runtime._cache_key(p) for p in candidates}
     assert all(g > 0 for g in cached.values()), cached
