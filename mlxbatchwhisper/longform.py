@@ -35,6 +35,7 @@ class WindowDecoder:
     prompts: list[tuple[int, ...]]  # per input
     progress: Callable[[float], None] | None
     words: WordAligner | None = None
+    speech_pad: float = 0.0  # seconds the VAD padded each speech region with (0: regions given as they are)
 
     def run(self, audios: dict[int, np.ndarray], planned: list[Window]) -> Iterator[tuple[int, dict]]:
         """Decode `planned` windows of `audios` (input index → samples; each input has a window)."""
@@ -92,7 +93,7 @@ class WindowDecoder:
             return segments, None
         last = segments[-1]
         unclosed = last.tokens and last.tokens[-1] < self.engine.tokenizer.timestamp_begin
-        rest = remainder(window, last.start if unclosed else last.end)
+        rest = remainder(window, last.start if unclosed else last.end, self.speech_pad)
         if rest is not None and unclosed:
             segments = segments[:-1]
         return segments, rest

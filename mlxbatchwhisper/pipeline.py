@@ -257,6 +257,7 @@ class BatchedWhisper:
         checks.number("chunk_size", chunk_size, low=0, high=30, low_open=True)
         checks.flag("vad", vad)
         check_sample_rate(sample_rate)
+        vad_options = vad_options or VadOptions()
         inputs = as_list(audio_or_paths, "audio_or_paths")
         if on_error == "raise":
             for i, x in enumerate(inputs):
@@ -312,13 +313,14 @@ class BatchedWhisper:
                 prompts,
                 progress,
                 words,
+                vad_options.speech_pad_ms / 1000 if vad and vad_segments is None else 0.0,
             )
-            job = _LongForm(windows, chunk_size, vad_options or VadOptions())
+            job = _LongForm(windows, chunk_size, vad_options)
         else:
             raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")
         checks.flag("pack_short_inputs", pack_short_inputs)
         if pack_short_inputs and mode == "vad":
-            packer = Packer(job, languages, prompts, vad_options or VadOptions(), self.tokenizer.multilingual)
+            packer = Packer(job, languages, prompts, vad_options, self.tokenizer.multilingual)
             flush = packer.run
         else:
             flush = job.run
@@ -335,9 +337,7 @@ class BatchedWhisper:
                         group, seconds = {}, 0.0
                     yield (
                         i,
-                        decode_streamed(
-                            job, i, rest, vad_options or VadOptions(), chunk_size, STREAM_SECONDS, GROUP_SECONDS
-                        ),
+                        decode_streamed(job, i, rest, vad_options, chunk_size, STREAM_SECONDS, GROUP_SECONDS),
                     )
                     continue
             except (OSError, ValueError, TypeError) as e:

@@ -150,16 +150,20 @@ def plan_windows(
     return sorted(windows, key=lambda w: (-w.duration, w.source, w.start))
 
 
-def remainder(window: Window, covered: float, min_progress: float = 1.0, min_speech: float = 0.5) -> Window | None:
+def remainder(
+    window: Window, covered: float, pad: float = 0.0, min_progress: float = 1.0, min_speech: float = 0.5
+) -> Window | None:
     """What is left of `window` after its first `covered` seconds, if it still holds speech.
 
     The remainder starts at the first speech after the covered part. None when less than
-    `min_speech` seconds of speech are left, or when `covered` is under `min_progress` (so that
-    continuing always moves forward).
+    `min_speech` seconds of speech are left, not counting the `pad` seconds the VAD added to
+    each side of a region (padding alone is silence, where Whisper makes text up), or when
+    `covered` is under `min_progress` (so that continuing always moves forward).
     """
     cut = window.start + covered
     regions = tuple((max(a, cut), b) for a, b in window.regions if b > cut)
-    if covered < min_progress or sum(b - a for a, b in regions) < min_speech:
+    speech = sum(max(0.0, (b - pad) - max(a + pad, cut)) for a, b in window.regions)
+    if covered < min_progress or speech < min_speech:
         return None
     return Window(window.source, regions[0][0], window.end, regions)
 

@@ -324,8 +324,8 @@ class VadOptions:
     neg_threshold: float | None = None  # ... and closes below this (default max(threshold - 0.15, 0.01))
     max_speech_duration_s: float = float("inf")  # longer regions are split (at their longest silence)
     min_speech_duration_ms: float = 250  # shorter regions are dropped
-    min_silence_duration_ms: float = 100  # a region ends after this much silence
-    speech_pad_ms: float = 30  # regions grow this much each side (200, with 300 above: see docs/longform.md)
+    min_silence_duration_ms: float = 300  # a region ends after this much silence (silero: 100; docs/longform.md)
+    speech_pad_ms: float = 200  # regions grow this much each side (silero: 30; docs/longform.md)
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:

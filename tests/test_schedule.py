@@ -10,6 +10,7 @@ from mlxbatchwhisper.schedule import (
     WindowStream,
     merge_regions,
     plan_windows,
+    remainder,
     split_long,
     to_file_time,
 )
@@ -109,3 +110,14 @@ def test_windows_planned_as_regions_arrive_equal_the_whole_plan(regions, chunk, 
             assert all(w.end <= stream.open_start for w in got)
     got += stream.finish()
     assert got == expected
+
+
+def test_remainder_starts_at_the_next_speech_and_does_not_count_padding():
+    w = Window(0, 10.0, 30.0, ((10.0, 14.0), (20.0, 20.9), (25.0, 26.0)))
+    rest = remainder(w, 5.0)
+    assert rest == Window(0, 20.0, 30.0, ((20.0, 20.9), (25.0, 26.0)))
+    assert remainder(w, 0.5) is None  # no progress
+    # after 15.5 s, 0.5 s of speech is left: 0.3 s without the 0.2 s of VAD padding at its end
+    late = remainder(w, 15.5)
+    assert late == Window(0, 25.5, 30.0, ((25.5, 26.0),)) and remainder(w, 15.5, pad=0.2) is None
+    assert remainder(w, 5.0, pad=0.2) == rest  # 0.5 + 0.6 s of speech without padding
