@@ -1,6 +1,6 @@
 """Chunk probabilities → speech regions, by the rules of silero-vad's `get_speech_timestamps` (v6.2): a
-hysteresis over the probabilities, long regions split, short ones dropped, the rest padded; `VadOptions`
-holds the thresholds a pipeline passes."""
+hysteresis over the probabilities, long regions split, short ones dropped, the rest padded. `VadOptions`
+holds the rules' options and their defaults."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checks
 from .audio import SAMPLE_RATE
 from .silero import CHUNK
 
@@ -17,7 +18,8 @@ Segment = dict[str, float]
 
 @dataclass(frozen=True)
 class VadOptions:
-    """The speech-region thresholds a pipeline passes to `get_speech_timestamps` (same names and meaning)."""
+    """The speech-region rules' options (names and meaning as in `get_speech_timestamps`); their defaults are
+    written only here: `get_speech_timestamps`, its batch and `SpeechStream` take theirs from these fields."""
 
     threshold: float = 0.5  # a region opens at a chunk this likely to be speech
     neg_threshold: float | None = None  # ... and closes below this (default max(threshold - 0.15, 0.01))
@@ -25,6 +27,8 @@ class VadOptions:
     min_speech_duration_ms: float = 250  # shorter regions are dropped
     min_silence_duration_ms: float = 100  # a region ends after this much silence
     speech_pad_ms: float = 30  # regions grow this much each side (200, with 300 above: see docs/longform.md)
+    min_silence_at_max_speech: float = 98  # ms: only silences longer than this split a region too long
+    use_max_poss_sil_at_max_speech: bool = True  # split at the longest such silence (False: at the last one)
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -35,10 +39,11 @@ class VadOptions:
             )
         if math.isnan(self.max_speech_duration_s) or self.max_speech_duration_s <= 0:
             raise ValueError(f"VAD max_speech_duration_s must be positive, not {self.max_speech_duration_s!r}")
-        for name in ("min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
+        for name in ("min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms", "min_silence_at_max_speech"):
             value = getattr(self, name)
             if math.isnan(value) or value < 0:
                 raise ValueError(f"VAD {name} must be >= 0, not {value!r}")
+        checks.flag("VAD use_max_poss_sil_at_max_speech", self.use_max_poss_sil_at_max_speech)
 
 
 class Hysteresis:
@@ -167,14 +172,14 @@ def hysteresis(
 def timestamps_from_probabilities(
     probs: np.ndarray,
     num_samples: int,
-    threshold: float = 0.5,
-    neg_threshold: float | None = None,
-    min_speech_duration_ms: float = 250,
-    min_silence_duration_ms: float = 100,
-    speech_pad_ms: float = 30,
-    max_speech_duration_s: float = float("inf"),
-    min_silence_at_max_speech: float = 98,
-    use_max_poss_sil_at_max_speech: bool = True,
+    threshold: float = VadOptions.threshold,
+    neg_threshold: float | None = VadOptions.neg_threshold,
+    min_speech_duration_ms: float = VadOptions.min_speech_duration_ms,
+    min_silence_duration_ms: float = VadOptions.min_silence_duration_ms,
+    speech_pad_ms: float = VadOptions.speech_pad_ms,
+    max_speech_duration_s: float = VadOptions.max_speech_duration_s,
+    min_silence_at_max_speech: float = VadOptions.min_silence_at_max_speech,
+    use_max_poss_sil_at_max_speech: bool = VadOptions.use_max_poss_sil_at_max_speech,
 ) -> list[Segment]:
     """Speech regions, in seconds, from the chunk probabilities of `num_samples` of audio.
 

@@ -2,7 +2,7 @@
 whole inputs (many run through the network as one batch) or of one input fed in blocks (`SpeechStream`).
 
 `silero` holds the network (samples → chunk probabilities), `speech_regions` the rules (probabilities →
-regions) and `VadOptions`.
+regions) and `VadOptions`, their defaults.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from .speech_regions import Segment, VadOptions, hysteresis, pad_run, timestamps
 
 def get_speech_timestamps_batch(
     audios: list[np.ndarray],
-    threshold: float = 0.5,
-    neg_threshold: float | None = None,
-    min_speech_duration_ms: float = 250,
-    min_silence_duration_ms: float = 100,
-    speech_pad_ms: float = 30,
-    max_speech_duration_s: float = float("inf"),
+    threshold: float = VadOptions.threshold,
+    neg_threshold: float | None = VadOptions.neg_threshold,
+    min_speech_duration_ms: float = VadOptions.min_speech_duration_ms,
+    min_silence_duration_ms: float = VadOptions.min_silence_duration_ms,
+    speech_pad_ms: float = VadOptions.speech_pad_ms,
+    max_speech_duration_s: float = VadOptions.max_speech_duration_s,
     return_probabilities: bool = False,
-    min_silence_at_max_speech: float = 98,
-    use_max_poss_sil_at_max_speech: bool = True,
+    min_silence_at_max_speech: float = VadOptions.min_silence_at_max_speech,
+    use_max_poss_sil_at_max_speech: bool = VadOptions.use_max_poss_sil_at_max_speech,
     sample_rate: int = SAMPLE_RATE,
 ) -> list[list[Segment]] | list[tuple[list[Segment], np.ndarray]]:
     """`get_speech_timestamps` for many waveforms, run through the network as one batch."""
@@ -50,21 +50,21 @@ def get_speech_timestamps_batch(
 
 def get_speech_timestamps(
     audio: np.ndarray,
-    threshold: float = 0.5,
-    neg_threshold: float | None = None,
-    min_speech_duration_ms: float = 250,
-    min_silence_duration_ms: float = 100,
-    speech_pad_ms: float = 30,
-    max_speech_duration_s: float = float("inf"),
+    threshold: float = VadOptions.threshold,
+    neg_threshold: float | None = VadOptions.neg_threshold,
+    min_speech_duration_ms: float = VadOptions.min_speech_duration_ms,
+    min_silence_duration_ms: float = VadOptions.min_silence_duration_ms,
+    speech_pad_ms: float = VadOptions.speech_pad_ms,
+    max_speech_duration_s: float = VadOptions.max_speech_duration_s,
     return_probabilities: bool = False,
-    min_silence_at_max_speech: float = 98,
-    use_max_poss_sil_at_max_speech: bool = True,
+    min_silence_at_max_speech: float = VadOptions.min_silence_at_max_speech,
+    use_max_poss_sil_at_max_speech: bool = VadOptions.use_max_poss_sil_at_max_speech,
     sample_rate: int = SAMPLE_RATE,
 ) -> list[Segment] | tuple[list[Segment], np.ndarray]:
     """Speech regions of a 16 kHz mono float waveform, as [{"start": s, "end": s}] seconds.
 
-    Same rules and defaults as silero-vad's `get_speech_timestamps`: a region opens at a
-    chunk with probability >= threshold and closes once probability stays below
+    Same rules as silero-vad's `get_speech_timestamps`, with `VadOptions`' defaults: a region
+    opens at a chunk with probability >= threshold and closes once probability stays below
     neg_threshold (default max(threshold - 0.15, 0.01)) for min_silence_duration_ms;
     regions not longer than min_speech_duration_ms are dropped; regions reaching
     max_speech_duration_s are split at the longest silence over min_silence_at_max_speech
@@ -87,14 +87,14 @@ class SpeechStream:
 
     def __init__(
         self,
-        threshold: float = 0.5,
-        neg_threshold: float | None = None,
-        min_speech_duration_ms: float = 250,
-        min_silence_duration_ms: float = 100,
-        speech_pad_ms: float = 30,
-        max_speech_duration_s: float = float("inf"),
-        min_silence_at_max_speech: float = 98,
-        use_max_poss_sil_at_max_speech: bool = True,
+        threshold: float = VadOptions.threshold,
+        neg_threshold: float | None = VadOptions.neg_threshold,
+        min_speech_duration_ms: float = VadOptions.min_speech_duration_ms,
+        min_silence_duration_ms: float = VadOptions.min_silence_duration_ms,
+        speech_pad_ms: float = VadOptions.speech_pad_ms,
+        max_speech_duration_s: float = VadOptions.max_speech_duration_s,
+        min_silence_at_max_speech: float = VadOptions.min_silence_at_max_speech,
+        use_max_poss_sil_at_max_speech: bool = VadOptions.use_max_poss_sil_at_max_speech,
     ):
         self.pad = SAMPLE_RATE * speech_pad_ms / 1000
         self._machine = hysteresis(
