@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cut at speech found by Silero VAD (default) or only at the quietest moments",
     )
     parser.add_argument("--no_vad", dest="vad", action="store_false", help=argparse.SUPPRESS)
-    add("vad_onset", type=float, default=None, help="VAD: speech starts at this probability (Silero's 0.5)")
+    add("vad_onset", type=float, default=None, help=f"VAD: speech starts at this probability ({VadOptions.threshold})")
     add("vad_offset", type=float, default=None, help="VAD: speech ends below this probability (onset - 0.15)")
     add("chunk_size", type=float, default=30, help="longest window, seconds (at most 30)")
     add(
