@@ -3,7 +3,7 @@
 
 Each `--vary NAME=v1,v2,...` is tried one value at a time around the base setting (the current
 defaults, changed by `--base NAME=v ...`). NAME is a `VadOptions` field, `chunk_size` or `remainder_rounds`
-(pipeline.MAX_CONTINUATIONS: rounds of decoding again what Whisper left at a window's end); values are numbers.
+(longform.MAX_CONTINUATIONS: rounds of decoding again what Whisper left at a window's end); values are numbers.
 `--prompted` also decodes the windows of each file in order, with and without the text before as prompt.
 openai-whisper's transcripts are computed once and cached in the dev-set folder.
 tiny.en for English files, base for French and Spanish; language given; default temperature fallback.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import mlxbatchwhisper  # noqa: E402  (binds the fast BLAS first)
 from devset import devset, devset_audio, file_wer, folder, model_for, openai_transcripts, ours  # noqa: E402
-from mlxbatchwhisper import pipeline, vad  # noqa: E402
+from mlxbatchwhisper import longform, vad  # noqa: E402
 from mlxbatchwhisper.schedule import plan_windows  # noqa: E402
 from mlxbatchwhisper.vad import VadOptions  # noqa: E402
 from reference import our_model  # noqa: E402
@@ -41,13 +41,13 @@ def evaluate(names: list[str], params: dict[str, float], reference: dict[str, st
     """Our WER per file (and openai's) with these VAD options / chunk size."""
     params = dict(params)
     chunk = params.pop("chunk_size", 30.0)
-    rounds = pipeline.MAX_CONTINUATIONS
-    pipeline.MAX_CONTINUATIONS = int(params.pop("remainder_rounds", rounds))
+    rounds = longform.MAX_CONTINUATIONS
+    longform.MAX_CONTINUATIONS = int(params.pop("remainder_rounds", rounds))
     start = time.perf_counter()
     try:
         texts = ours(names, vad_options=VadOptions(**params), chunk_size=chunk, batch_size=16)
     finally:
-        params["remainder_rounds"], pipeline.MAX_CONTINUATIONS = pipeline.MAX_CONTINUATIONS, rounds
+        params["remainder_rounds"], longform.MAX_CONTINUATIONS = longform.MAX_CONTINUATIONS, rounds
     wall = time.perf_counter() - start
     files = {n: {"ours": file_wer(n, texts[n]), "openai": file_wer(n, reference[n])} for n in names}
     mean = lambda key: sum(f[key] for f in files.values()) / len(files)  # noqa: E731
