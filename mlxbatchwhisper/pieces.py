@@ -18,14 +18,14 @@ from .schedule import Window, WindowStream
 from .vad import VadOptions
 
 if TYPE_CHECKING:
-    from .pipeline import _LongForm
+    from .jobs import LongFormJob
 
 PACK_SECONDS = 15.0  # with pack_short_inputs, inputs at most this long share windows
 PACK_GAP = 2.0  # seconds of silence between packed inputs
 
 
 def decode_streamed(
-    job: _LongForm,
+    job: LongFormJob,
     i: int,
     blocks: Iterator[np.ndarray],
     vad_options: VadOptions,
@@ -116,11 +116,11 @@ def joined(parts: list[tuple[float, dict]]) -> dict:
 
 @dataclass
 class Packer:
-    """`_LongForm.run` with short inputs packed (pack_short_inputs): the speech of inputs of at most PACK_SECONDS
+    """`LongFormJob.run` with short inputs packed (pack_short_inputs): the speech of inputs of at most PACK_SECONDS
     that share a language and a prompt is laid end to end, PACK_GAP seconds apart, and decoded as one input;
     its segments go back to the input their middle falls in, on that input's timeline."""
 
-    job: _LongForm
+    job: LongFormJob
     languages: list[str | None]
     prompts: list[tuple[int, ...]]
     vad_options: VadOptions

@@ -6,13 +6,13 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Any, Union
 
 import mlx.core as mx
 import numpy as np
 
-from . import checks, vad
+from . import checks
 from .audio import (
     N_SAMPLES,
     SAMPLE_RATE,
@@ -22,21 +22,18 @@ from .audio import (
 )
 from .checkpoints import DEFAULT_MODEL, load_model
 from .engine import Engine
-from .inputs import as_list, clip_regions, given_regions, per_input, precheck, read
+from .inputs import as_list, given_regions, per_input, precheck
+from .jobs import LongFormJob, SequentialJob, sequential_options, transcribe_groups
 from .longform import WindowDecoder
 from .model import Whisper
 from .options import DecodingOptions
-from .pieces import Packer, decode_streamed
+from .pieces import Packer
 from .prefill import Item
 from .results import DecodingResult
-from .schedule import frame_energy, plan_windows
-from .sequential import SequentialOptions, SequentialTranscriber, as_segments
+from .sequential import SequentialOptions, SequentialTranscriber
 from .tokenizer import Tokenizer, get_tokenizer, language_code
 from .vad import VadOptions
 from .words import WordAligner, WordOptions, with_words
-
-GROUP_SECONDS = 3600.0  # audio read, VAD-ed and decoded together by transcribe_audio
-STREAM_SECONDS = 600.0  # inputs longer than this are read and decoded in pieces of about this length
 
 AudioInputs = Union[str, os.PathLike, np.ndarray, Sequence[Union[str, os.PathLike, np.ndarray]]]
 
@@ -257,7 +254,6 @@ class BatchedWhisper:
         checks.number("chunk_size", chunk_size, low=0, high=30, low_open=True)
         checks.flag("vad", vad)
         check_sample_rate(sample_rate)
-        vad_options = vad_options or VadOptions()
         inputs = as_list(audio_or_paths, "audio_or_paths")
         if on_error == "raise":
             for i, x in enumerate(inputs):
@@ -277,83 +273,30 @@ class BatchedWhisper:
             if word_timestamps
             else None
         )
-        if mode == "sequential":
-            if vad_segments is not None:
-                raise ValueError("vad_segments do not apply with mode='sequential' (openai-whisper's own windows)")
-            checks.flag("carry_initial_prompt", carry_initial_prompt)
-            sequential = SequentialOptions(
-                condition_on_previous_text, clip_timestamps, carry_initial_prompt, hallucination_silence_threshold
-            )
-            sequential.clips(0)  # checks clip_timestamps before any work
-            job = _Sequential(
-                SequentialTranscriber(self.model, self.tokenizer, decoding, sequential, words),
-                languages,
-                prompts,
-                batch_size,
-                progress,
-                word_timestamps,
-            )
-        elif mode == "vad":
-            if clip_timestamps != SequentialOptions.clip_timestamps:
-                raise ValueError("clip_timestamps applies with mode='sequential'; with VAD give vad_segments")
-            if carry_initial_prompt or hallucination_silence_threshold is not None:
-                raise ValueError(
-                    "carry_initial_prompt and hallucination_silence_threshold apply with mode='sequential'"
-                    " (with VAD, initial_prompt prompts every window)"
-                )
-            windows = WindowDecoder(
-                Engine(
-                    self.model,
-                    self.tokenizer,
-                    decoding,
-                    batch_size,
-                    keep_cross_kv=words is not None and _reuse_cross_kv(),
-                ),
-                languages,
-                prompts,
-                progress,
-                words,
-                vad_options.speech_pad_ms / 1000 if vad and vad_segments is None else 0.0,
-            )
-            job = _LongForm(windows, chunk_size, vad_options)
+        sequential = sequential_options(
+            mode,
+            vad_segments,
+            condition_on_previous_text,
+            clip_timestamps,
+            carry_initial_prompt,
+            hallucination_silence_threshold,
+        )
+        vad_options = vad_options or VadOptions()
+        if sequential is not None:
+            transcriber = SequentialTranscriber(self.model, self.tokenizer, decoding, sequential, words)
+            job = SequentialJob(transcriber, languages, prompts, batch_size, progress, word_timestamps)
         else:
-            raise ValueError(f"mode must be 'vad' or 'sequential', not {mode!r}")
+            keep_cross_kv = words is not None and _reuse_cross_kv()
+            engine = Engine(self.model, self.tokenizer, decoding, batch_size, keep_cross_kv=keep_cross_kv)
+            pad = vad_options.speech_pad_ms / 1000 if vad and vad_segments is None else 0.0  # given: as they are
+            job = LongFormJob(WindowDecoder(engine, languages, prompts, progress, words, pad), chunk_size, vad_options)
         checks.flag("pack_short_inputs", pack_short_inputs)
         if pack_short_inputs and mode == "vad":
-            packer = Packer(job, languages, prompts, vad_options, self.tokenizer.multilingual)
-            flush = packer.run
+            flush = Packer(job, languages, prompts, vad_options, self.tokenizer.multilingual).run
         else:
             flush = job.run
-        group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]] = {}
-        seconds = 0.0
-        streamable = mode == "vad" and vad and vad_segments is None
-        for i, x in enumerate(inputs):
-            try:
-                audio, rest = read(x, f"input {i}", sample_rate, STREAM_SECONDS if streamable else None)
-                given = None if vad_segments is None else clip_regions(vad_segments[i], len(audio) / SAMPLE_RATE)
-                if rest is not None:  # a long input: read, VAD-ed and decoded a piece at a time
-                    if group:
-                        yield from flush(group)
-                        group, seconds = {}, 0.0
-                    yield (
-                        i,
-                        decode_streamed(job, i, rest, vad_options, chunk_size, STREAM_SECONDS, GROUP_SECONDS),
-                    )
-                    continue
-            except (OSError, ValueError, TypeError) as e:
-                if on_error == "raise":
-                    if group:  # the inputs before this one are finished first, then it raises
-                        yield from flush(group)
-                    raise
-                yield i, e
-                continue
-            group[i] = (audio, given if vad or given is not None else [(0.0, len(audio) / SAMPLE_RATE)])
-            seconds += len(audio) / SAMPLE_RATE
-            if seconds >= GROUP_SECONDS:
-                yield from flush(group)
-                group, seconds = {}, 0.0
-        if group:
-            yield from flush(group)
+        streamed = job if mode == "vad" and vad and vad_segments is None else None
+        yield from transcribe_groups(inputs, flush, vad_segments, vad, on_error, sample_rate, streamed)
 
     def _language(self, language: str | None) -> str | None:
         """A language code this model knows (None: detect), or a clear error."""
@@ -386,79 +329,10 @@ class BatchedWhisper:
         return batch_size
 
 
-@dataclass
-class _LongForm:
-    """One `transcribe_audio` call: finds speech in groups of loaded inputs, plans their windows and
-    hands them to `WindowDecoder`."""
-
-    windows: WindowDecoder
-    chunk_size: float
-    vad_options: VadOptions
-
-    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]) -> Iterator[tuple[int, dict]]:
-        """Decode a group of inputs (audio, given speech regions or None for VAD) together."""
-        keys, inputs = list(group), list(group.values())
-        group.clear()  # the arrays live here only while their windows are being decoded
-        audios = {i: audio for i, (audio, _) in zip(keys, inputs)}
-        speech, scores = _speech(inputs, self.vad_options)
-        del inputs
-        planned = [replace(w, source=keys[w.source]) for w in plan_windows(speech, self.chunk_size, scores)]
-        with_speech = {w.source for w in planned}
-        for i in [i for i in keys if i not in with_speech]:  # nothing to decode (empty or no speech)
-            self.windows.report(len(audios.pop(i)) / SAMPLE_RATE)
-            yield i, {"segments": [], "language": self.windows.languages[i]}
-        yield from self.windows.run(audios, planned)
-
-
-@dataclass
-class _Sequential:
-    """One `transcribe_audio(mode="sequential")` call: groups of loaded inputs through openai's algorithm."""
-
-    transcriber: SequentialTranscriber
-    languages: list[str | None]  # per input
-    prompts: list[tuple[int, ...]]
-    batch_size: int
-    progress: Callable[[float], None] | None
-    words: bool
-
-    def run(self, group: dict[int, tuple[np.ndarray, list[tuple[float, float]] | None]]) -> Iterator[tuple[int, dict]]:
-        audios = {i: audio for i, (audio, _) in group.items()}
-        group.clear()
-        languages = {i: self.languages[i] for i in audios}
-        prompts = {i: self.prompts[i] for i in audios}
-        for i, result in self.transcriber.run(audios, languages, prompts, self.batch_size):
-            if self.progress:
-                self.progress(len(audios.pop(i)) / SAMPLE_RATE)
-            yield i, as_segments(result, self.words)
-
-
 def _reuse_cross_kv() -> bool:
     """Word timing reuses the decoder's audio K/V on the CPU (where computing them again costs ~3%
     of a batch); a GPU recomputes them in no time and keeps the memory."""
     return mx.default_device() == mx.cpu
-
-
-def _speech(
-    inputs: list[tuple[np.ndarray, list[tuple[float, float]] | None]], vad_options: VadOptions
-) -> tuple[list[list[tuple[float, float]]], list[np.ndarray]]:
-    """Speech regions (seconds) of each input and per-frame scores to cut long ones at.
-
-    Inputs without given regions go through Silero VAD together, as one batch.
-    """
-    need = [audio for audio, given in inputs if given is None]
-    found = iter(
-        vad.get_speech_timestamps_batch(need, return_probabilities=True, **asdict(vad_options)) if need else []
-    )
-    speech, scores = [], []
-    for audio, given in inputs:
-        if given is None:
-            regions, probs = next(found)
-            speech.append([(r["start"], r["end"]) for r in regions])
-            scores.append(probs)
-        else:
-            speech.append(given)
-            scores.append(frame_energy(audio))
-    return speech, scores
 
 
 def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int:

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from mlxbatchwhisper.cli.transcribe import build_parser, parse_args, print_segments, transcribe_options
+from mlxbatchwhisper.cli.transcribe import print_segments
+from mlxbatchwhisper.cli.transcribe_args import build_parser, parse_args, transcribe_options
 from mlxbatchwhisper.options import DEFAULT_TEMPERATURES
 from mlxbatchwhisper.tokenizer import get_tokenizer
 from mlxbatchwhisper.vad import VadOptions

@@ -247,17 +247,17 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 
 def test_a_long_input_read_in_pieces_gives_the_whole_inputs_result(tmp_path, monkeypatch):
     """Past STREAM_SECONDS an input is read, VAD-ed and decoded in pieces: same segments as decoded whole."""
-    from mlxbatchwhisper import pipeline
+    from mlxbatchwhisper import jobs
 
     audio = np.concatenate([corpus_audio("long_60s"), np.zeros(16000 * 45, np.float32), corpus_audio("long_60s")])
     write_wav(tmp_path / "long.wav", audio)
     audio = load_audio(tmp_path / "long.wav")
     whole = model().transcribe_audio([audio], word_timestamps=True)[0]
-    monkeypatch.setattr(pipeline, "STREAM_SECONDS", 20.0)  # pieces of about 20 s of windows
-    monkeypatch.setattr(pipeline, "GROUP_SECONDS", 60.0)
+    monkeypatch.setattr(jobs, "STREAM_SECONDS", 20.0)  # pieces of about 20 s of windows
+    monkeypatch.setattr(jobs, "GROUP_SECONDS", 60.0)
     runs = []
     monkeypatch.setattr(
-        pipeline._LongForm, "run", lambda job, group, run=pipeline._LongForm.run: runs.append(1) or run(job, group)
+        jobs.LongFormJob, "run", lambda job, group, run=jobs.LongFormJob.run: runs.append(1) or run(job, group)
     )
     done = []
     for source in (audio, tmp_path / "long.wav"):  # an array, and a file decoded as it is read
