@@ -16,7 +16,7 @@ WER ("wer", per-file mean) is against the dev set's transcripts, "wer_vs_openai"
 output (this run's, or cached by an earlier run or by tests/devset.py when `--impls` leaves it out);
 RTF is audio seconds per wall second over the case. Build the dev set first (scripts/make_devset.py).
 Usage: python benchmarks/longform.py [--cases folder long] [--impls LABEL_PART ...] [--json OUT]
-       python benchmarks/longform.py --short-files tiny.en   (many short files: `short_files`)
+       python benchmarks/longform.py --short-files tiny.en [--short-source prompts|pieces]   (`short_files`)
 """
 
 from __future__ import annotations
@@ -136,30 +136,50 @@ CASES: dict[str, Callable[[dict[str, Runner]], list[dict]]] = {
 }
 
 
-def short_files(name: str, count: int = 200, seconds: float = 2.0) -> None:
+def short_pieces(source: str, count: int = 200) -> tuple[list, list[str | None]]:
+    """`count` short inputs and their texts (None: unknown). "prompts": the shortest English Asterisk prompts of
+    three or more words (real, independent utterances of 1-3 s, the dev set's source); "pieces": 2 s cut from
+    the synthetic long_form one after the other (wrapping round), so speech runs across their edges."""
+    import numpy as np
+
+    if source == "pieces":
+        from reference import corpus_audio
+
+        audio, size = corpus_audio("long_form"), 2 * 16000
+        return [np.take(audio, np.arange(k * size, (k + 1) * size), mode="wrap") for k in range(count)], [None] * count
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from make_devset import prompts
+
+    from mlxbatchwhisper.audio import load_audio
+
+    chosen = sorted(((load_audio(wav), text) for wav, text in prompts("en")), key=lambda p: len(p[0]))[:count]
+    return [a for a, _ in chosen], [t for _, t in chosen]
+
+
+def short_files(name: str, source: str, count: int = 200) -> None:
     """Many short files against one long file of the same speech, through the command (model loading included).
 
-    `count` pieces of `seconds` cut from long_form (wrapping round), each a WAV, and the same pieces joined
-    into one WAV; audio seconds per wall second of each, as a ratio to the long file's (issue 13's target:
-    >= 0.7), with and without --pack_short_inputs; and how far the short files' joined text is from the
-    long file's (WER).
+    Each of `count` short inputs (`short_pieces`) a WAV, and the same audio joined into one WAV; audio seconds
+    per wall second of each as a ratio to the long file's (issue [reliability]'s target: >= 0.7), without and
+    with --pack_short_inputs; WER of all the texts joined against the long file's text and, where the inputs'
+    texts are known, against them (joined, and the mean of per-file WERs: text given to the wrong file counts).
     """
     import tempfile
     import wave
 
     import numpy as np
 
-    from reference import corpus_audio, wer
+    from reference import wer
 
-    audio = corpus_audio("long_form")
-    size = int(seconds * 16000)
-    pieces = [np.take(audio, np.arange(k * size, (k + 1) * size), mode="wrap") for k in range(count)]
+    pieces, truths = short_pieces(source, count)
+    seconds = sum(len(p) for p in pieces) / 16000
 
     def write(path: Path, x: np.ndarray) -> None:
         with wave.open(str(path), "wb") as w:
             w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
             w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
 
+    print(f"{count} {source} of {seconds / count:.2f} s on average, {seconds:.0f} s in all")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = [tmp / f"s{k:03d}.wav" for k in range(count)]
@@ -168,25 +188,32 @@ def short_files(name: str, count: int = 200, seconds: float = 2.0) -> None:
         write(tmp / "long.wav", np.concatenate(pieces))
         runs = {
             "one long file": [str(tmp / "long.wav")],
-            f"{count} files of {seconds:g} s": [str(f) for f in files],
-            f"{count} files of {seconds:g} s, --pack_short_inputs": [*map(str, files), "--pack_short_inputs"],
+            f"{count} files": [str(f) for f in files],
+            f"{count} files, --pack_short_inputs": [*map(str, files), "--pack_short_inputs"],
         }
         rates, texts = {}, {}
         for label, argv in runs.items():
-            out = tmp / label.replace(" ", "_")
+            out = tmp / label.replace(" ", "_").replace(",", "")
             command = [sys.executable, "-m", "mlxbatchwhisper.cli.transcribe", *argv, "--model", name]
             start = time.perf_counter()
             subprocess.run([*command, "-o", str(out), "-f", "txt"], check=True, capture_output=True)
             wall = time.perf_counter() - start
-            rates[label] = count * seconds / wall
-            texts[label] = " ".join(p.read_text() for p in sorted(out.glob("*.txt")))
-            print(f"{name:8s} {label:40s} {wall:6.1f} s wall, {rates[label]:5.1f} audio s/s", flush=True)
+            rates[label] = seconds / wall
+            texts[label] = [p.read_text().strip() for p in sorted(out.glob("*.txt"))]
+            print(f"{name:8s} {label:32s} {wall:6.1f} s wall, {rates[label]:5.1f} audio s/s", flush=True)
         long = rates["one long file"]
-        for label in list(runs)[1:]:
-            print(
-                f"  {label}: {rates[label] / long:.2f} of the long file's speed (target >= 0.7); "
-                f"WER against the long file's text {100 * wer([texts['one long file']], [texts[label]]):.1f}%"
-            )
+        for label in runs:
+            joined = " ".join(texts[label])
+            line = f"  {label}: {rates[label] / long:.2f} of the long file's speed"
+            if label != "one long file":
+                against_long = wer([texts["one long file"][0]], [joined])
+                line += f" (target >= 0.7), WER against the long file's text {100 * against_long:.1f}%"
+            if truths[0] is not None:
+                line += f"; WER against the true text {100 * wer([' '.join(truths)], [joined]):.1f}%"
+                if len(texts[label]) == count:
+                    per_file = np.mean([wer([t], [h]) if h else 1.0 for t, h in zip(truths, texts[label])])
+                    line += f", per file {100 * per_file:.1f}% on average"
+            print(line)
 
 
 def main() -> None:
@@ -197,11 +224,12 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
-        "--short-files", metavar="MODEL", help="instead: many 2 s files against one long file (`short_files`)"
+        "--short-files", metavar="MODEL", help="instead: many short files against one long file (`short_files`)"
     )
+    parser.add_argument("--short-source", choices=["prompts", "pieces"], default="prompts", help="see `short_pieces`")
     args = parser.parse_args()
     if args.short_files:
-        short_files(args.short_files)
+        short_files(args.short_files, args.short_source)
         return
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "")
