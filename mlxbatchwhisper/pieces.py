@@ -16,6 +16,7 @@ from . import vad
 from .audio import SAMPLE_RATE
 from .schedule import Window, WindowStream
 from .vad import VadOptions
+from .words import NO_SPACE_LANGUAGES
 
 if TYPE_CHECKING:
     from .jobs import LongFormJob
@@ -118,7 +119,8 @@ def joined(parts: list[tuple[float, dict]]) -> dict:
 class Packer:
     """`LongFormJob.run` with short inputs packed (pack_short_inputs): the speech of inputs of at most PACK_SECONDS
     that share a language and a prompt is laid end to end, PACK_GAP seconds apart, and decoded as one input;
-    its segments go back to the input their middle falls in, on that input's timeline."""
+    its words go back to the input their middle falls in, on that input's timeline (`unpacked`): the job must
+    align words."""
 
     job: LongFormJob
     languages: list[str | None]
@@ -172,19 +174,36 @@ class Packer:
                 yield i, part
 
 
+def without_words(result: dict) -> dict:
+    """A result as it is without word timestamps."""
+    segments = [{k: v for k, v in s.items() if k != "words"} for s in result["segments"]]
+    return {**{k: v for k, v in result.items() if k != "word_segments"}, "segments": segments}
+
+
 def unpacked(result: dict, placed: list[tuple[int, float, float]]) -> list[tuple[int, dict]]:
-    """A packed input's result split back: each segment to the input its middle falls in, on its timeline."""
+    """A packed input's result split back, on each input's timeline: a segment's words each go to the input
+    their middle falls in (a segment that spans a gap between inputs is cut there), a segment without words
+    to the input its middle falls in."""
     starts = [start for _, start, _ in placed]
+
+    def owner(item: dict) -> int:
+        return max(0, bisect.bisect_right(starts, (item["start"] + item["end"]) / 2) - 1)
+
     out = [{"segments": [], "language": result["language"]} for _ in placed]
     for segment in result["segments"]:
-        k = max(0, bisect.bisect_right(starts, (segment["start"] + segment["end"]) / 2) - 1)
-        start, duration = placed[k][1:]
-        segment = dict(segment)
-        for item in [segment, *segment.get("words", ())]:
-            item["start"] = round(min(max(item["start"] - start, 0.0), duration), 3)
-            item["end"] = round(min(max(item["end"] - start, 0.0), duration), 3)
-        out[k]["segments"].append(segment)
-    if "word_segments" in result:
-        for part in out:
-            part["word_segments"] = [w for s in part["segments"] for w in s["words"]]
+        words = segment.get("words") or []
+        runs = [(k, list(run)) for k, run in itertools.groupby(words, key=owner)] or [(owner(segment), [])]
+        for k, run in runs:
+            part = dict(segment)
+            if len(runs) > 1:  # cut at the gap: the words' own text and times
+                sep = "" if result["language"] in NO_SPACE_LANGUAGES else " "
+                part.update(text=sep.join(w["word"] for w in run), start=run[0]["start"], end=run[-1]["end"])
+            start, duration = placed[k][1:]
+            part["words"] = [dict(w) for w in run]
+            for item in [part, *part["words"]]:
+                item["start"] = round(min(max(item["start"] - start, 0.0), duration), 3)
+                item["end"] = round(min(max(item["end"] - start, 0.0), duration), 3)
+            out[k]["segments"].append(part)
+    for part in out:
+        part["word_segments"] = [w for s in part["segments"] for w in s["words"]]
     return [(i, part) for (i, _, _), part in zip(placed, out)]

@@ -27,7 +27,7 @@ from .jobs import LongFormJob, SequentialJob, sequential_options, transcribe_gro
 from .longform import WindowDecoder
 from .model import Whisper
 from .options import DecodingOptions
-from .pieces import Packer
+from .pieces import Packer, without_words
 from .prefill import Item
 from .results import DecodingResult
 from .sequential import SequentialOptions, SequentialTranscriber
@@ -266,11 +266,13 @@ class BatchedWhisper:
         batch_size = self._batch_size(batch_size, decoding.group)
         languages = [self._language(lang) for lang in per_input(language, len(inputs), "language", "inputs")]
         prompts = [self._prompt(p) for p in per_input(initial_prompt, len(inputs), "initial_prompt", "inputs")]
-        words = (
+        checks.flag("pack_short_inputs", pack_short_inputs)
+        packing = pack_short_inputs and mode == "vad"
+        words = (  # packed inputs are told apart by their words
             WordAligner(
                 self.model, self.tokenizer, decoding.task, WordOptions(prepend_punctuations, append_punctuations)
             )
-            if word_timestamps
+            if word_timestamps or packing
             else None
         )
         sequential = sequential_options(
@@ -290,13 +292,15 @@ class BatchedWhisper:
             engine = Engine(self.model, self.tokenizer, decoding, batch_size, keep_cross_kv=keep_cross_kv)
             pad = vad_options.speech_pad_ms / 1000 if vad and vad_segments is None else 0.0  # given: as they are
             job = LongFormJob(WindowDecoder(engine, languages, prompts, progress, words, pad), chunk_size, vad_options)
-        checks.flag("pack_short_inputs", pack_short_inputs)
-        if pack_short_inputs and mode == "vad":
+        if packing:
             flush = Packer(job, languages, prompts, vad_options, self.tokenizer.multilingual).run
         else:
             flush = job.run
         streamed = job if mode == "vad" and vad and vad_segments is None else None
-        yield from transcribe_groups(inputs, flush, vad_segments, vad, on_error, sample_rate, streamed)
+        results = transcribe_groups(inputs, flush, vad_segments, vad, on_error, sample_rate, streamed)
+        if packing and not word_timestamps:
+            results = ((i, r if isinstance(r, Exception) else without_words(r)) for i, r in results)
+        yield from results
 
     def _language(self, language: str | None) -> str | None:
         """A language code this model knows (None: detect), or a clear error."""

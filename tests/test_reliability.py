@@ -278,6 +278,26 @@ def test_a_long_input_read_in_pieces_gives_the_whole_inputs_result(tmp_path, mon
         done.clear()
 
 
+def test_a_packed_segment_spanning_a_gap_is_cut_between_its_inputs():
+    from mlxbatchwhisper.pieces import unpacked
+
+    def word(w, start, end):
+        return {"word": w, "start": start, "end": end, "score": 0.9}
+
+    words = [word("Hello", 0.5, 1.0), word("there.", 1.0, 1.6), word("Next", 4.2, 4.6), word("one.", 4.6, 5.3)]
+    one = {"start": 0.4, "end": 5.3, "text": " Hello there. Next one.", "avg_logprob": -0.2, "words": words}
+    alone = {"start": 5.5, "end": 6.0, "text": " Yes.", "avg_logprob": -0.1, "words": [word("Yes.", 5.5, 6.0)]}
+    out = dict(unpacked({"language": "en", "segments": [one, alone]}, [(5, 0.0, 2.0), (7, 4.0, 3.0), (9, 9.0, 1.0)]))
+    assert [(s["start"], s["end"], s["text"]) for s in out[5]["segments"]] == [(0.5, 1.6, "Hello there.")]
+    assert [(s["start"], s["end"], s["text"]) for s in out[7]["segments"]] == [
+        (0.2, 1.3, "Next one."),
+        (1.5, 2.0, " Yes."),
+    ]
+    assert out[7]["word_segments"] == [word("Next", 0.2, 0.6), word("one.", 0.6, 1.3), word("Yes.", 1.5, 2.0)]
+    assert out[9] == {"segments": [], "language": "en", "word_segments": []}
+    assert out[7]["segments"][0]["avg_logprob"] == -0.2
+
+
 def test_packed_short_inputs_map_back_to_their_own_files():
     """pack_short_inputs: three passages share windows; each gets back its own text, on its own timeline."""
     from reference import manifest, wer
@@ -294,6 +314,9 @@ def test_packed_short_inputs_map_back_to_their_own_files():
         times = [t for s in result["segments"] for t in (s["start"], s["end"])]
         assert times == sorted(times) and 0 <= times[0] and times[-1] <= len(audio) / 16000
         assert result["word_segments"] == [w for s in result["segments"] for w in s["words"]]
+    plain = model().transcribe_audio(audios, pack_short_inputs=True)  # words only cut the packed text apart
+    assert [text_of(r) for r in plain] == [text_of(r) for r in packed]
+    assert all("words" not in s for r in plain for s in r["segments"]) and "word_segments" not in plain[0]
     with pytest.raises(ValueError, match="pack_short_inputs must be True or False"):
         model().transcribe_audio(audios[:1], pack_short_inputs="yes")
 
