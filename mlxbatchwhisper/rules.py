@@ -37,28 +37,31 @@ class LogitRules:
     def __call__(
         self, logits: mx.array, n_sampled: mx.array, last: mx.array, penult: mx.array, last_ts: mx.array
     ) -> mx.array:
-        """Mask (B, V) logits given each row's count of sampled tokens, its last two tokens and last timestamp."""
+        """Mask (B, V) logits given each row's count of sampled tokens, its last two tokens and last timestamp.
+
+        Every timestamp rule bans a range of the vocabulary, so each row's bans are three bounds — a prefix
+        [0, P), a suffix [S, V) and timestamps [ts_begin, F) — compared with the columns in one pass.
+        """
         col = lambda a: a[:, None]  # noqa: E731
         v = self.vocab[None, :]
         first = n_sampled == 0
-        mask = self.suppress[None, :] | (col(first) & self.blank[None, :])
-        if self.timestamps:
-            tb = self.ts_begin
-            last_was_ts = last >= tb
-            penult_was_ts = (n_sampled < 2) | (penult >= tb)
-            pair_closed = last_was_ts & penult_was_ts
-            pair_open = last_was_ts & ~penult_was_ts
-            mask |= col(pair_closed) & (v >= tb)  # after a closed pair: text or eot
-            mask |= col(pair_open) & (v < self.eot)  # inside an open pair: a timestamp or eot
-            floor = mx.where(pair_open, last_ts, last_ts + 1)  # never go back in time
-            mask |= col(last_ts >= tb) & (v >= tb) & (v < col(floor))
-            begin = v < tb
-            if self.max_initial is not None:
-                begin |= v > self.max_initial
-            mask |= col(first) & begin
+        mask = mx.where(col(first), self.suppress | self.blank, self.suppress)
+        if not self.timestamps:
+            return mx.where(mask, -mx.inf, logits)
+        tb, n_vocab = self.ts_begin, self.vocab.shape[0]
+        last_was_ts = last >= tb
+        penult_was_ts = (n_sampled < 2) | (penult >= tb)
+        pair_closed = last_was_ts & penult_was_ts  # next: text or eot
+        pair_open = last_was_ts & ~penult_was_ts  # next: a timestamp or eot
+        prefix = mx.maximum(mx.where(pair_open, self.eot, 0), mx.where(first, tb, 0))  # the first token: a timestamp
+        suffix = mx.where(pair_closed, tb, n_vocab)
+        if self.max_initial is not None:
+            suffix = mx.minimum(suffix, mx.where(first, self.max_initial + 1, n_vocab))
+        floor = mx.where(pair_open, last_ts, last_ts + 1)  # never go back in time
+        floor = mx.where(last_ts >= tb, floor, tb)
+        mask = mask | (v < col(prefix)) | (v >= col(suffix)) | ((v >= tb) & (v < col(floor)))
         logits = mx.where(mask, -mx.inf, logits)
-        if self.timestamps:  # when timestamps outweigh every text token, sample a timestamp
-            ts_mass = mx.logsumexp(logits[:, self.ts_begin :], axis=-1)
-            text_max = logits[:, : self.ts_begin].max(axis=-1)
-            logits = mx.where(col(ts_mass > text_max) & (v < self.ts_begin), -mx.inf, logits)
-        return logits
+        # when timestamps outweigh every text token, sample a timestamp
+        ts_mass = mx.logsumexp(logits[:, tb:], axis=-1)
+        text_max = logits[:, :tb].max(axis=-1)
+        return mx.where(v < col(mx.where(ts_mass > text_max, tb, 0)), -mx.inf, logits)
