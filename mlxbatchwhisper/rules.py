@@ -28,7 +28,7 @@ class LogitRules:
         blank = np.zeros(n_vocab, bool)
         if options.suppress_blank:
             blank[tokenizer.encode(" ") + [tokenizer.eot]] = True
-        self.blank = mx.array(blank)
+        self.suppress_first = mx.array(suppress | blank)  # the first sampled token: blanks too
         self.vocab = mx.array(vocab.astype(np.int32))
         self.max_initial = None
         if self.timestamps and options.max_initial_timestamp is not None:
@@ -45,7 +45,7 @@ class LogitRules:
         col = lambda a: a[:, None]  # noqa: E731
         v = self.vocab[None, :]
         first = n_sampled == 0
-        mask = mx.where(col(first), self.suppress | self.blank, self.suppress)
+        mask = mx.where(col(first), self.suppress_first, self.suppress)
         if not self.timestamps:
             return mx.where(mask, -mx.inf, logits)
         tb, n_vocab = self.ts_begin, self.vocab.shape[0]
