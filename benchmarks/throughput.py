@@ -14,7 +14,6 @@ Prints one row per (model, batch size) and, with --json, writes them too.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 import resource
@@ -35,7 +34,6 @@ from mlxbatchwhisper.heads import heads_for_name  # noqa: E402
 from mlxbatchwhisper.model import ModelDimensions, Whisper  # noqa: E402
 from mlxbatchwhisper.prefill import AudioEncoder  # noqa: E402
 
-ENCODE_CHUNK = inspect.signature(AudioEncoder).parameters["batch"].default  # windows per encoder call
 SHAPES = {
     "large-v3": ModelDimensions(128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32),
     "large-v3-turbo": ModelDimensions(128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 4),
@@ -217,7 +215,7 @@ def unavoidable_mb(model: Whisper, batch: int, steps: int) -> float:
     weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     cross = batch * 2 * dims.n_text_layer * dims.n_audio_ctx * dims.n_text_state * size
     own = batch * 2 * dims.n_text_layer * (steps + 4) * dims.n_text_state * size
-    chunk, t, d = min(batch, ENCODE_CHUNK), dims.n_audio_ctx, dims.n_audio_state
+    chunk, t, d = min(batch, AudioEncoder(model).batch), dims.n_audio_ctx, dims.n_audio_state
     encoder = chunk * (2 + 3 + 4) * t * d * size
     return (weights + cross + own + encoder) / 2**20
 

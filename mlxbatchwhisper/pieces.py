@@ -14,6 +14,7 @@ import numpy as np
 
 from . import vad
 from .audio import SAMPLE_RATE
+from .runtime import release_free_memory
 from .schedule import Window, WindowStream
 from .vad import VadOptions
 from .words import NO_SPACE_LANGUAGES
@@ -75,7 +76,9 @@ def decode_streamed(
         regions = [(a - offset, b - offset) for w in piece for a, b in w.regions]
         audio = Spans(keep - piece_start, [(first - piece_start, x) for first, x in spans])
         parts += [(offset, result) for _, result in job.run({i: (audio, regions)})]
+        del audio, regions
         piece, spans, held, piece_start = [], [], 0, keep
+        release_free_memory()  # each piece starts from the heap the first one found
     return joined(parts)
 
 
@@ -90,6 +93,9 @@ class Spans:
 
     def __getitem__(self, key: slice) -> np.ndarray:
         start, stop, _ = key.indices(self.length)
+        for first, samples in self.spans:  # a window's own span: a view, as slicing an array gives
+            if first <= start and stop <= first + len(samples):
+                return samples[start - first : stop - first]
         out = np.zeros(max(0, stop - start), np.float32)
         for first, samples in self.spans:
             lo, hi = max(start, first), min(stop, first + len(samples))

@@ -234,6 +234,18 @@ def tune_allocator() -> str:
     return _allocator
 
 
+def release_free_memory() -> None:
+    """Give back what the heap holds free (and MLX's cache of freed buffers), between pieces of work.
+
+    With large blocks kept in the heap, the holes a piece of work leaves stay resident; the next piece
+    would add its own on top, so a long input's peak would creep up piece by piece."""
+    import mlx.core as mx
+
+    mx.clear_cache()
+    if _allocator != "default":
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def loaded_blas() -> list[str]:
     """Paths of BLAS libraries mapped into this process (from /proc/self/maps)."""
     try:
