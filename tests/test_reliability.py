@@ -436,6 +436,27 @@ def test_existing_transcripts_are_kept_unless_overwrite(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["d05.txt"]  # no temporary files left
 
 
+def test_many_short_files_without_packing_get_a_hint(tmp_path, capsys):
+    """Twenty 1 s files (silence: nothing to decode) are each a window of their own unless packed: the
+    command says so once, and not when --pack_short_inputs is given or the files are few."""
+    import wave
+
+    from mlxbatchwhisper.cli.transcribe import PACK_HINT_FILES
+
+    files = []
+    for k in range(PACK_HINT_FILES):
+        files.append(str(tmp_path / f"s{k}.wav"))
+        with wave.open(files[-1], "wb") as w:
+            w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+            w.writeframes(bytes(2 * 16000))
+    hint = f"{PACK_HINT_FILES} of {PACK_HINT_FILES} files are under 15 s"
+    assert cli([*files, "-o", str(tmp_path / "a"), "-f", "txt"]) == 0
+    assert capsys.readouterr().err.count(hint) == 1
+    assert cli([*files, "-o", str(tmp_path / "b"), "-f", "txt", "--pack_short_inputs"]) == 0
+    assert cli([*files[1:], "-o", str(tmp_path / "c"), "-f", "txt"]) == 0
+    assert "--pack_short_inputs decodes" not in capsys.readouterr().err
+
+
 def test_unusable_output_paths_are_refused_before_decoding(tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("")

@@ -12,6 +12,8 @@ from pathlib import Path
 from . import sigterm_unwinds
 from .transcribe_args import parse_args, transcribe_options
 
+PACK_HINT_FILES = 20  # this many short files without --pack_short_inputs: say that packing is faster
+
 
 def print_segments(result: dict) -> None:
     """A file's segments as [mm:ss.mmm --> mm:ss.mmm] text lines (for --verbose/--print_progress)."""
@@ -99,12 +101,22 @@ class _Run:
         from tqdm import tqdm
 
         from ..audio import audio_duration
+        from ..pieces import PACK_SECONDS
         from ..writers import write_result
 
         args = self.args
         options = transcribe_options(args, model.tokenizer)
         files = [args.files[i] for i in todo]
-        total = sum(audio_duration(f) for f in files)
+        durations = [audio_duration(f) for f in files]
+        total = sum(durations)
+        short = sum(0 < d <= PACK_SECONDS for d in durations)
+        if not args.pack_short_inputs and short >= PACK_HINT_FILES:
+            tqdm.write(
+                f"mlxbatchwhisper: {short} of {len(files)} files are under {PACK_SECONDS:.0f} s; each takes a 30 s "
+                "window of its own. --pack_short_inputs decodes such files in shared windows, 2-3x faster "
+                "(see docs/reliability.md)",
+                file=sys.stderr,
+            )
         failed, start = [], time.perf_counter()
         self.bar = tqdm(total=round(total, 1), unit="s", unit_scale=True, desc="audio", dynamic_ncols=True)
         bar = self.bar
