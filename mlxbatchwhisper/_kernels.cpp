@@ -1,5 +1,5 @@
 // Float32 CPU kernels as MLX primitives: softmax over the last axis, exact GELU, row-wise
-// log-sum-exp and top-k, and attention of a few queries per head against precomputed keys and
+// log-sum-exp and top-k, an LSTM's recurrence (Silero VAD's), and attention of a few queries per head against precomputed keys and
 // values (a decoding step's cross-attention; the beams of a segment share their keys and values).
 //
 // MLX's Linux CPU build computes exp and erf one element at a time; these loops are vectorized by
@@ -231,6 +231,36 @@ VECTORIZED void attend(const float* q, const float* k, const float* v, float* ou
   }
 }
 
+// An LSTM's recurrence over T steps for rows [begin, end) of B: gates (B, T, 4H) hold x·Wxᵀ + b in
+// MLX's order (input, forget, cell, output); wh (4H, H); h0, c0 (B, H); hidden (B, T, H), cell (B, H).
+VECTORIZED void lstm_rows(const float* gates, const float* wh, const float* h0, const float* c0, float* hidden,
+                          float* cell, int64_t begin, int64_t end, int64_t steps, int64_t n) {
+  std::vector<float> z(4 * n), h(n);
+  for (int64_t b = begin; b < end; b++) {
+    float* c = cell + b * n;
+    std::memcpy(h.data(), h0 + b * n, n * sizeof(float));
+    std::memcpy(c, c0 + b * n, n * sizeof(float));
+    for (int64_t t = 0; t < steps; t++) {
+      const float* x = gates + (b * steps + t) * 4 * n;
+      for (int64_t j = 0; j < 4 * n; j++) {
+        const float* w = wh + j * n;
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = 0; k < n; k++) s += w[k] * h[k];
+        z[j] = x[j] + s;
+      }
+      float* out = hidden + (b * steps + t) * n;
+#pragma omp simd
+      for (int64_t k = 0; k < n; k++) {
+        float i = 1.f / (1.f + expf(-z[k])), f = 1.f / (1.f + expf(-z[n + k]));
+        float g = tanhf(z[2 * n + k]), o = 1.f / (1.f + expf(-z[3 * n + k]));
+        c[k] = f * c[k] + i * g;
+        out[k] = h[k] = o * tanhf(c[k]);
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- primitives
 void no_gpu(const char* name) { throw std::runtime_error(std::string(name) + ": CPU only"); }
 
@@ -376,6 +406,34 @@ class Attend : public mx::UnaryPrimitive {
   float scale_;
 };
 
+class Lstm : public mx::Primitive {
+ public:
+  explicit Lstm(mx::Stream s) : mx::Primitive(s) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    const auto &gates = inputs[0], &wh = inputs[1], &h0 = inputs[2], &c0 = inputs[3];
+    auto &hidden = outputs[0], &cell = outputs[1];
+    hidden.set_data(mx::allocator::malloc(hidden.nbytes()));
+    cell.set_data(mx::allocator::malloc(cell.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(hidden);
+    enc.set_output_array(cell);
+    int64_t rows = gates.shape(0), steps = gates.shape(1), n = wh.shape(1);
+    enc.dispatch([gates = mx::array::unsafe_weak_copy(gates), wh = mx::array::unsafe_weak_copy(wh),
+                  h0 = mx::array::unsafe_weak_copy(h0), c0 = mx::array::unsafe_weak_copy(c0),
+                  hidden = mx::array::unsafe_weak_copy(hidden), cell = mx::array::unsafe_weak_copy(cell), rows,
+                  steps, n]() mutable {
+      const float *pg = gates.data<float>(), *pw = wh.data<float>();
+      const float *ph = h0.data<float>(), *pc = c0.data<float>();
+      float *out = hidden.data<float>(), *last = cell.data<float>();
+      pool().run(rows, [&](int64_t b, int64_t e) { lstm_rows(pg, pw, ph, pc, out, last, b, e, steps, n); });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperLstm"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
 // ---------------------------------------------------------------- ops
 mx::Stream cpu_stream() { return mx::default_stream(mx::Device::cpu); }
 
@@ -418,6 +476,16 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
   return mx::array(qc.shape(), mx::float32, std::make_shared<Attend>(cpu_stream(), scale), {qc, kc, vc});
 }
 
+std::vector<mx::array> lstm(const mx::array& gates, const mx::array& wh, const mx::array& h0, const mx::array& c0) {
+  auto g = checked(gates, "lstm"), w = checked(wh, "lstm"), h = checked(h0, "lstm"), c = checked(c0, "lstm");
+  if (g.ndim() != 3 || w.ndim() != 2 || w.shape(0) != 4 * w.shape(1) || g.shape(2) != w.shape(0) ||
+      h.shape() != mx::Shape{g.shape(0), w.shape(1)} || c.shape() != h.shape())
+    throw std::invalid_argument("lstm: gates (B, T, 4H), wh (4H, H), h0 and c0 (B, H) expected");
+  mx::Shape out{g.shape(0), g.shape(1), w.shape(1)};
+  return mx::array::make_arrays({out, h.shape()}, {mx::float32, mx::float32}, std::make_shared<Lstm>(cpu_stream()),
+                                {g, w, h, c});
+}
+
 }  // namespace
 
 NB_MODULE(_kernels, m) {
@@ -431,6 +499,8 @@ NB_MODULE(_kernels, m) {
         "[indices, values] of the k largest of each last-axis row, largest first (lazy, on the CPU).");
   m.def("attend", &attention, "q"_a, "k"_a, "v"_a, "scale"_a,
         "softmax(q kᵀ·scale) v for q (units, nq, dim) against k, v (units, length, dim) (lazy, on the CPU).");
+  m.def("lstm", &lstm, "gates"_a, "wh"_a, "h0"_a, "c0"_a,
+        "[hidden (B, T, H), last cell (B, H)] of an LSTM over gates x·Wxᵀ + b (B, T, 4H) (lazy, on the CPU).");
   m.def("set_threads", [](int n) { pool().set_threads(n); }, "n"_a, "Threads the kernels split their work over.");
   m.def("threads", [] { return pool().threads(); }, "Threads the kernels split their work over.");
 }

@@ -17,6 +17,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .audio import SAMPLE_RATE, check_audio
+from .kernels import lstm
 
 CHUNK = 512  # samples scored per probability
 CONTEXT = 64  # samples of the previous chunk prepended to each chunk
@@ -80,9 +81,9 @@ class SileroVAD(nn.Module):
     ) -> tuple[mx.array, tuple[mx.array, mx.array]]:
         b, t, width = windows.shape
         x = self.features(windows.reshape(b * t, width)).reshape(b, t, -1)
-        hidden, cell = self.lstm(x, *(state or (None, None)))
+        hidden, cell = lstm(self.lstm, x, state)
         probs = mx.sigmoid(self.decoder(nn.relu(hidden)))[..., 0]
-        return probs, (hidden[:, -1], cell[:, -1])
+        return probs, (hidden[:, -1], cell)
 
 
 @functools.lru_cache(maxsize=1)

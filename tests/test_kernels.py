@@ -196,3 +196,25 @@ def test_encoder_attention_does_not_hold_every_rows_scores_at_once():
     mx.reset_peak_memory()
     mx.eval(kernels.attention(q, k, v))
     assert mx.get_peak_memory() - base < 12 * row_of_scores
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_lstm_matches_mlx_layer_from_zero_and_given_state(threads, n):
+    """Silero VAD's recurrence: every hidden state and the last cell as MLX's `nn.LSTM` computes them."""
+    threads(n)
+
+    class NotStepped(nn.LSTM):  # the native path must not run MLX's step-by-step layer
+        def __call__(self, *args):
+            raise AssertionError("MLX's LSTM ran")
+
+    layer, native = nn.LSTM(128, 128), NotStepped(128, 128)
+    native.update(layer.parameters())
+    x = mx.random.normal((3, 257, 128), key=mx.random.key(1))
+    state = tuple(mx.random.normal((3, 128), key=mx.random.key(k)) for k in (2, 3))
+    for given in (None, state):
+        hidden, cells = layer(x, *(given or (None, None)))
+        native_hidden, last_cell = kernels.lstm(native, x, given)
+        assert np.abs(np.array(native_hidden) - np.array(hidden)).max() < 1e-5
+        assert np.abs(np.array(last_cell) - np.array(cells[:, -1])).max() < 1e-5
+    with pytest.raises(ValueError, match="lstm: gates"):
+        K.lstm(mx.zeros((1, 2, 12)), layer.Wh, state[0][:1], state[1][:1])
