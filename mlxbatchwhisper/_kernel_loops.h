@@ -1,0 +1,242 @@
+// The loops behind the kernels of _kernels.cpp, and the thread pool they are split over: plain C++ on
+// float buffers (no MLX), vectorized by the compiler (glibc's libmvec supplies SIMD expf/erff/tanhf).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define VECTORIZED __attribute__((noinline, target_clones("arch=x86-64-v3", "default")))
+#else
+#define VECTORIZED
+#endif
+
+namespace {
+
+// ---------------------------------------------------------------- thread pool
+// Workers are started once and wait for jobs; the calling thread takes a share of every job.
+class Pool {
+ public:
+  int threads() const { return threads_; }
+
+  void set_threads(int n) {
+    std::lock_guard<std::mutex> job(job_mutex_);
+    threads_ = std::max(1, n);
+  }
+
+  // Calls fn(begin, end) over [0, units) split into at most threads() contiguous shares.
+  void run(int64_t units, const std::function<void(int64_t, int64_t)>& fn) {
+    std::lock_guard<std::mutex> job(job_mutex_);
+    int shares = static_cast<int>(std::min<int64_t>(threads_, std::max<int64_t>(units, 1)));
+    if (shares == 1) {
+      fn(0, units);
+      return;
+    }
+    start_workers(shares - 1);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      fn_ = &fn;
+      units_ = units;
+      shares_ = shares;
+      next_.store(1);
+      pending_ = shares - 1;
+      generation_++;
+    }
+    wake_.notify_all();
+    work(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    fn_ = nullptr;
+  }
+
+ private:
+  void work(int share) {
+    int64_t per = (units_ + shares_ - 1) / shares_, begin = share * per, end = std::min(units_, begin + per);
+    if (begin < end) (*fn_)(begin, end);
+  }
+
+  void start_workers(int n) {
+    while (static_cast<int>(workers_.size()) < n) {
+      workers_.emplace_back([this] {
+        uint64_t seen = 0;
+        for (;;) {
+          int share;
+          {
+            std::unique_lock<std::mutex> lock(mutex_);
+            wake_.wait(lock, [&] { return generation_ != seen; });
+            seen = generation_;
+            share = next_.fetch_add(1);
+            if (share >= shares_) continue;
+          }
+          work(share);
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (--pending_ == 0) done_.notify_one();
+        }
+      });
+    }
+  }
+
+  std::vector<std::thread> workers_;  // never joined
+  std::mutex mutex_, job_mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t units_ = 0;
+  int shares_ = 0, pending_ = 0;
+  std::atomic<int> next_{0};
+  uint64_t generation_ = 0;
+  int threads_ = 1;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: its workers wait until the process ends
+  return *p;
+}
+
+// ---------------------------------------------------------------- loops
+// Compiled with -ffast-math (for libmvec): -inf is never compared directly, only through
+// -FLT_MAX or its bit pattern.
+VECTORIZED void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* p = x + r * n;
+    float* q = y + r * n;
+    float m = -FLT_MAX;
+    for (int64_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) {
+      q[i] = expf(p[i] - m);
+      s += q[i];
+    }
+    float inv = 1.f / s;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) q[i] *= inv;
+  }
+}
+
+VECTORIZED void logsumexp_rows(const float* x, float* out, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* p = x + r * n;
+    float m = -FLT_MAX;
+    for (int64_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
+    float s = 0.f;
+    if (m > -FLT_MAX) {  // some element is finite
+#pragma omp simd reduction(+ : s)
+      for (int64_t i = 0; i < n; i++) s += expf(p[i] - m);
+    }
+    out[r] = m > -FLT_MAX ? m + logf(s) : -INFINITY;
+  }
+}
+
+bool is_minus_inf(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return bits == 0xff800000u;
+}
+
+// The k largest values of each row and their indices, largest first; rows with fewer than k
+// finite values are completed with -inf at index 0.
+VECTORIZED void topk_rows(const float* x, int32_t* idx, float* val, int64_t rows, int64_t n, int64_t k) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* p = x + r * n;
+    float* bv = val + r * k;
+    int32_t* bi = idx + r * k;
+    int64_t filled = 0;
+    for (int64_t b = 0; b < n; b += 16) {  // blocks whose maximum cannot enter are skipped
+      int64_t end = std::min(b + 16, n);
+      float m = -FLT_MAX;
+      for (int64_t i = b; i < end; i++) m = p[i] > m ? p[i] : m;
+      if (filled == k && m <= bv[k - 1]) continue;
+      for (int64_t i = b; i < end; i++) {
+        float v = p[i];
+        if (is_minus_inf(v) || (filled == k && v <= bv[k - 1])) continue;
+        int64_t j = filled < k ? filled++ : k - 1;
+        for (; j > 0 && bv[j - 1] < v; j--) {
+          bv[j] = bv[j - 1];
+          bi[j] = bi[j - 1];
+        }
+        bv[j] = v;
+        bi[j] = static_cast<int32_t>(i);
+      }
+    }
+    for (int64_t j = filled; j < k; j++) {
+      bv[j] = -INFINITY;
+      bi[j] = 0;
+    }
+  }
+}
+
+VECTORIZED void gelu_span(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.f + erff(x[i] * 0.70710678118654752f));
+}
+
+// q, out (units, nq, dim); k, v (units, length, dim). A unit's keys and values are read once
+// for all its queries; scratch holds nq × length scores.
+VECTORIZED void attend(const float* q, const float* k, const float* v, float* out, int64_t units, int64_t nq,
+                       int64_t length, int64_t dim, float scale, float* scores) {
+  for (int64_t h = 0; h < units; h++) {
+    const float *qh = q + h * nq * dim, *kh = k + h * length * dim, *vh = v + h * length * dim;
+    float* oh = out + h * nq * dim;
+    for (int64_t t = 0; t < length; t++) {
+      const float* kt = kh + t * dim;
+      for (int64_t j = 0; j < nq; j++) {
+        const float* qj = qh + j * dim;
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t d = 0; d < dim; d++) s += qj[d] * kt[d];
+        scores[j * length + t] = s * scale;
+      }
+    }
+    softmax_rows(scores, scores, nq, length);
+    for (int64_t i = 0; i < nq * dim; i++) oh[i] = 0.f;
+    for (int64_t t = 0; t < length; t++) {
+      const float* vt = vh + t * dim;
+      for (int64_t j = 0; j < nq; j++) {
+        float w = scores[j * length + t], *oj = oh + j * dim;
+#pragma omp simd
+        for (int64_t d = 0; d < dim; d++) oj[d] += w * vt[d];
+      }
+    }
+  }
+}
+
+// An LSTM's recurrence over T steps for rows [begin, end) of B: gates (B, T, 4H) hold x·Wxᵀ + b in
+// MLX's order (input, forget, cell, output); wh (4H, H); h0, c0 (B, H); hidden (B, T, H), cell (B, H).
+VECTORIZED void lstm_rows(const float* gates, const float* wh, const float* h0, const float* c0, float* hidden,
+                          float* cell, int64_t begin, int64_t end, int64_t steps, int64_t n) {
+  std::vector<float> z(4 * n), h(n);
+  for (int64_t b = begin; b < end; b++) {
+    float* c = cell + b * n;
+    std::memcpy(h.data(), h0 + b * n, n * sizeof(float));
+    std::memcpy(c, c0 + b * n, n * sizeof(float));
+    for (int64_t t = 0; t < steps; t++) {
+      const float* x = gates + (b * steps + t) * 4 * n;
+      for (int64_t j = 0; j < 4 * n; j++) {
+        const float* w = wh + j * n;
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = 0; k < n; k++) s += w[k] * h[k];
+        z[j] = x[j] + s;
+      }
+      float* out = hidden + (b * steps + t) * n;
+#pragma omp simd
+      for (int64_t k = 0; k < n; k++) {
+        float i = 1.f / (1.f + expf(-z[k])), f = 1.f / (1.f + expf(-z[n + k]));
+        float g = tanhf(z[2 * n + k]), o = 1.f / (1.f + expf(-z[3 * n + k]));
+        c[k] = f * c[k] + i * g;
+        out[k] = h[k] = o * tanhf(c[k]);
+      }
+    }
+  }
+}
+
+}  // namespace
