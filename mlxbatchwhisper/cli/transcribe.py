@@ -110,7 +110,8 @@ class _Run:
         durations = [audio_duration(f) for f in files]
         total = sum(durations)
         short = sum(0 < d <= PACK_SECONDS for d in durations)
-        if not args.pack_short_inputs and short >= PACK_HINT_FILES:
+        packable = args.language is not None or not model.tokenizer.multilingual  # as `pieces.Packer` packs
+        if not args.pack_short_inputs and packable and short >= PACK_HINT_FILES:
             tqdm.write(
                 f"mlxbatchwhisper: {short} of {len(files)} files are under {PACK_SECONDS:.0f} s; each takes a 30 s "
                 "window of its own. --pack_short_inputs decodes such files in shared windows, 2-3x faster "
