@@ -239,4 +239,54 @@ VECTORIZED void lstm_rows(const float* gates, const float* wh, const float* h0, 
   }
 }
 
+// Median of `width` (odd, at most MAX_MEDIAN_WIDTH) neighbours along each of `rows` rows of n floats,
+// reflected at the row's own length (lengths[r / group]: rows come in groups sharing one length);
+// a row no longer than width / 2 is copied, positions past its length are 0. Interior positions go
+// `block` at a time through an odd-even transposition network of element-wise min/max (exact, so
+// the same medians as sorting); the few near either end are gathered and sorted one by one.
+constexpr int MAX_MEDIAN_WIDTH = 31;
+
+VECTORIZED void median_rows(const float* x, float* y, const int32_t* lengths, int64_t group, int64_t begin,
+                            int64_t end, int64_t n, int width) {
+  constexpr int64_t block = 16;
+  const int64_t half = width / 2;
+  float v[MAX_MEDIAN_WIDTH][block], w[MAX_MEDIAN_WIDTH];
+  for (int64_t r = begin; r < end; r++) {
+    const float* p = x + r * n;
+    float* q = y + r * n;
+    const int64_t length = std::min<int64_t>(std::max<int32_t>(lengths[r / group], 0), n);
+    std::fill(q + length, q + n, 0.f);
+    if (length <= half) {
+      std::copy(p, p + length, q);
+      continue;
+    }
+    auto at_edge = [&](int64_t j) {
+      for (int64_t k = -half; k <= half; k++) {
+        int64_t i = std::abs(j + k);
+        w[k + half] = p[i > length - 1 ? 2 * (length - 1) - i : i];
+      }
+      std::sort(w, w + width);
+      q[j] = w[half];
+    };
+    const int64_t lo = half, hi = length - half;  // positions whose neighbours all lie inside the row
+    for (int64_t j = 0; j < std::min(lo, length); j++) at_edge(j);
+    int64_t j = lo;
+    for (; j + block <= hi; j += block) {
+      for (int k = 0; k < width; k++) std::memcpy(v[k], p + j - half + k, block * sizeof(float));
+      for (int round = 0; round < width; round++) {
+        for (int a = round % 2; a + 1 < width; a += 2) {
+#pragma omp simd
+          for (int64_t i = 0; i < block; i++) {
+            float s = v[a][i], t = v[a + 1][i];
+            v[a][i] = std::min(s, t);
+            v[a + 1][i] = std::max(s, t);
+          }
+        }
+      }
+      std::memcpy(q + j, v[half], block * sizeof(float));
+    }
+    for (j = std::max(j, lo); j < length; j++) at_edge(j);
+  }
+}
+
 }  // namespace

@@ -1,7 +1,7 @@
 // Float32 CPU kernels as MLX primitives: softmax over the last axis, exact GELU, row-wise
-// log-sum-exp and top-k, an LSTM's recurrence (Silero VAD's), and attention of a few queries per
-// head against precomputed keys and values (a decoding step's cross-attention; the beams of a
-// segment share their keys and values).
+// log-sum-exp and top-k, an LSTM's recurrence (Silero VAD's), a median filter along rows (word
+// alignment's), and attention of a few queries per head against precomputed keys and values (a
+// decoding step's cross-attention; the beams of a segment share their keys and values).
 //
 // MLX's Linux CPU build computes exp and erf one element at a time; the loops (_kernel_loops.h) are
 // vectorized by the compiler and split over a persistent thread pool. Each kernel is an MLX
@@ -206,6 +206,35 @@ class Lstm : public mx::Primitive {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
+class MedianFilter : public mx::UnaryPrimitive {
+ public:
+  MedianFilter(mx::Stream s, int width) : mx::UnaryPrimitive(s), width_(width) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &x = inputs[0], &lengths = inputs[1];
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_input_array(lengths);
+    enc.set_output_array(out);
+    int64_t n = x.shape().back(), rows = static_cast<int64_t>(x.size()) / n, group = rows / x.shape(0);
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), lengths = mx::array::unsafe_weak_copy(lengths),
+                  out = mx::array::unsafe_weak_copy(out), n, rows, group, width = width_]() mutable {
+      const float* src = x.data<float>();
+      const int32_t* len = lengths.data<int32_t>();
+      float* dst = out.data<float>();
+      pool().run(rows, [&](int64_t b, int64_t e) { median_rows(src, dst, len, group, b, e, n, width); });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperMedianFilter"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return static_cast<const MedianFilter&>(other).width_ == width_;
+  }
+
+ private:
+  int width_;
+};
+
 // ---------------------------------------------------------------- ops
 mx::Stream cpu_stream() { return mx::default_stream(mx::Device::cpu); }
 
@@ -258,6 +287,16 @@ std::vector<mx::array> lstm(const mx::array& gates, const mx::array& wh, const m
                                 {g, w, h, c});
 }
 
+mx::array median_filter(const mx::array& x, const mx::array& lengths, int width) {
+  auto xc = checked(x, "median_filter");
+  if (width < 1 || width % 2 == 0 || width > MAX_MEDIAN_WIDTH)
+    throw std::invalid_argument("median_filter: an odd width of at most " + std::to_string(MAX_MEDIAN_WIDTH));
+  if (xc.ndim() < 2 || lengths.ndim() != 1 || lengths.shape(0) != xc.shape(0))
+    throw std::invalid_argument("median_filter: x (B, ..., F) and lengths (B,) expected");
+  auto lc = mx::contiguous(mx::astype(lengths, mx::int32, cpu_stream()), false, cpu_stream());
+  return mx::array(xc.shape(), mx::float32, std::make_shared<MedianFilter>(cpu_stream(), width), {xc, lc});
+}
+
 }  // namespace
 
 NB_MODULE(_kernels, m) {
@@ -273,6 +312,9 @@ NB_MODULE(_kernels, m) {
         "softmax(q kᵀ·scale) v for q (units, nq, dim) against k, v (units, length, dim) (lazy, on the CPU).");
   m.def("lstm", &lstm, "gates"_a, "wh"_a, "h0"_a, "c0"_a,
         "[hidden (B, T, H), last cell (B, H)] of an LSTM over gates x·Wxᵀ + b (B, T, 4H) (lazy, on the CPU).");
+  m.def("median_filter", &median_filter, "x"_a, "lengths"_a, "width"_a,
+        "Median of width neighbours along the last axis of (B, ..., F), each row reflected at lengths[b] "
+        "(rows no longer than width / 2 unfiltered, positions past the length 0) (lazy, on the CPU).");
   m.def("set_threads", [](int n) { pool().set_threads(n); }, "n"_a, "Threads the kernels split their work over.");
   m.def("threads", [] { return pool().threads(); }, "Threads the kernels split their work over.");
 }

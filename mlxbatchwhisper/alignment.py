@@ -18,11 +18,13 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import HOP_LENGTH
-from .kernels import dtw_token_starts_cuda, logsumexp
+from .kernels import dtw_token_starts_cuda, logsumexp, native_available, softmax
+from .kernels import median_filter as native_median_filter
 from .model import Whisper
 
 TOKENS_PER_SECOND = 50  # audio positions per second: the encoder halves the 100 mel frames per second
 MEDIAN_FILTER_WIDTH = 7
+MAX_NATIVE_WIDTH = 31  # the native filter's widest window
 HEADS_PER_PASS = 8  # heads median-filtered at once (openai's default heads can number hundreds)
 
 
@@ -102,37 +104,41 @@ def _attention_matrix(
 
     Per row: softmax over its own frames, standardized over its own tokens per head and frame,
     then rows `first` .. `first + n_rows` (the positions that predict the text and end-of-text)
-    median-filtered in time, reflecting at the row's own last frame, and averaged over heads;
-    the filter runs in numpy on the CPU and on the GPU where MLX runs there.
+    median-filtered in time, reflecting at the row's own last frame, and averaged over heads.
     """
     n_frames = int(frames.max())
     scores = scores[..., :n_frames]
     time_ok = mx.array(np.arange(n_frames)[None, :] < frames[:, None])[:, None, None, :]
-    weights = mx.softmax(mx.where(time_ok, scores, -mx.inf), axis=-1, precise=True)
+    weights = softmax(mx.where(time_ok, scores, -1e30))  # finite: the native softmax is built for finite input
     token_ok = mx.array(np.arange(scores.shape[2])[None, :] < lengths[:, None])[:, None, :, None].astype(mx.float32)
     count = mx.array(lengths.astype(np.float32))[:, None, None, None]
     mean = (weights * token_ok).sum(axis=2, keepdims=True) / count
     var = (mx.square(weights - mean) * token_ok).sum(axis=2, keepdims=True) / count
     weights = ((weights - mean) / mx.sqrt(var))[:, :, first : first + n_rows]
     weights = mx.where(time_ok, weights, 0.0)
-    on_cpu = mx.default_device() == mx.cpu  # numpy's element-wise passes beat MLX's on the CPU
+    # numpy's element-wise passes beat MLX's on the CPU, and the native filter beats both
+    in_numpy = mx.default_device() == mx.cpu and not (native_available() and weights.dtype == mx.float32)
     total = 0.0
     for h in range(0, weights.shape[1], HEADS_PER_PASS):  # bounded memory, whatever the number of heads
         part = weights[:, h : h + HEADS_PER_PASS]
-        filtered = median_filter(np.array(part) if on_cpu else part, frames, width).sum(axis=1)
+        filtered = median_filter(np.array(part) if in_numpy else part, frames, width).sum(axis=1)
         total = total + filtered
-        if not on_cpu:
+        if not in_numpy:
             mx.eval(total)
     return total / weights.shape[1]
 
 
 def median_filter(x: np.ndarray | mx.array, lengths: np.ndarray, width: int) -> np.ndarray | mx.array:
     """Median of `width` neighbours along the last axis of (B, ..., F), each row reflected at its own
-    length; rows no longer than width // 2 are returned unfiltered (as openai-whisper does).
+    length; rows no longer than width // 2 are returned unfiltered (as openai-whisper does). Positions
+    past a row's length are not part of the result (what they hold depends on where it ran).
 
-    The median is taken by a sorting network over `width` shifted copies (element-wise min/max),
-    several times faster than sorting each window; numpy or MLX arrays, computed where they live.
+    Natively on the CPU where the kernels are built (float32 MLX arrays); otherwise by a sorting
+    network over `width` shifted copies (element-wise min/max), several times faster than sorting
+    each window; numpy or MLX arrays, computed where they live.
     """
+    if isinstance(x, mx.array) and x.dtype == mx.float32 and native_available() and width <= MAX_NATIVE_WIDTH:
+        return native_median_filter(x, lengths, width)
     xp = mx if isinstance(x, mx.array) else np
     half = width // 2
     n = x.shape[-1]

@@ -3,10 +3,11 @@
 CPU: MLX's Linux CPU build computes exp and erf one element at a time, which makes the
 encoder's softmax (B·H·1500² scores a layer) and GELU cost more than its matrix products, and
 a decoding step's log-sum-exp over the vocabulary cost more than the step's attention; Silero
-VAD's LSTM runs op by op. For float32 work (over at least `MIN_LENGTH` positions where that
-matters), the optional `_kernels` extension computes these as MLX primitives (`_kernels.cpp`):
-they return lazy arrays in MLX's graph, write only into buffers MLX allocates for them (or
-donates), and run when the graph is evaluated.
+VAD's LSTM runs op by op, and word alignment's median filter as dozens of passes over its
+scores. For float32 work (over at least `MIN_LENGTH` positions where that matters), the
+optional `_kernels` extension computes these as MLX primitives (`_kernels.cpp`): they return
+lazy arrays in MLX's graph, write only into buffers MLX allocates for them (or donates), and
+run when the graph is evaluated.
 
 CUDA: a decoding step's cross-attention streams every row's keys and values (large-v3 at batch
 64: 0.5 GB a layer); MLX's attention reads them at ~1.2 TB/s on an H100. `_ONE_QUERY_CUDA` is
@@ -347,6 +348,19 @@ def top_logprobs(logits: mx.array, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.array(idx), np.array(mx.take_along_axis(logprobs, idx, axis=-1))
     idx, top = _kernels.topk(logits, k)
     return np.array(idx), np.array(top - _kernels.logsumexp(logits)[:, None])
+
+
+def softmax(x: mx.array) -> mx.array:
+    """Softmax over the last axis, in float32 where x is float32."""
+    if not _native(x, x.shape[-1]):
+        return mx.softmax(x, axis=-1, precise=True)
+    return _kernels.softmax(x)
+
+
+def median_filter(x: mx.array, lengths: np.ndarray, width: int) -> mx.array:
+    """The native median filter of (B, ..., F) float32 rows, each reflected at lengths[b] (only where
+    `native_available()`; `alignment.median_filter` says what it computes and runs elsewhere)."""
+    return _kernels.median_filter(x, mx.array(lengths.astype(np.int32)), width)
 
 
 def lstm(module: nn.LSTM, x: mx.array, state: tuple[mx.array, mx.array] | None = None) -> tuple[mx.array, mx.array]:

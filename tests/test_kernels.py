@@ -157,6 +157,23 @@ def test_short_or_half_precision_inputs_use_mlx():
     assert not kernels._native(x.astype(mx.float16), 1500)
 
 
+@pytest.mark.parametrize("width", [1, 3, 7, 11])
+def test_median_filter_matches_sorting_each_window(threads, width):
+    threads(3)
+    rng = np.random.default_rng(width)
+    lengths = np.array([1500, 3, 4, 5, 7, 1, 33, 0, 1499, 40, 1700])
+    x = np.round(rng.standard_normal((len(lengths), 3, 5, 1500)), 1).astype(np.float32)  # with ties
+    got = np.array(kernels.median_filter(mx.array(x), lengths, width))
+    half = width // 2
+    for b, n in enumerate(np.minimum(lengths, 1500)):
+        row = x[b, ..., :n]
+        if n > half:
+            padded = np.pad(row, [(0, 0), (0, 0), (half, half)], mode="reflect")
+            row = np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
+        assert np.array_equal(got[b, ..., :n], row), (b, n)
+        assert not got[b, ..., n:].any()
+
+
 def test_wrong_inputs_are_refused():
     with pytest.raises(ValueError, match="float32"):
         K.gelu(mx.zeros((4,), mx.float16))
@@ -164,6 +181,10 @@ def test_wrong_inputs_are_refused():
         K.topk(mx.zeros((2, 10)), 11)
     with pytest.raises(ValueError, match="units"):
         K.attend(mx.zeros((2, 1, 64)), mx.zeros((2, 10, 64)), mx.zeros((2, 11, 64)), 0.1)
+    with pytest.raises(ValueError, match="odd width"):
+        K.median_filter(mx.zeros((2, 10)), mx.array([10, 10]), 4)
+    with pytest.raises(ValueError, match="lengths"):
+        K.median_filter(mx.zeros((2, 10)), mx.array([10]), 3)
 
 
 def test_an_extension_built_for_another_mlx_is_not_used(monkeypatch):
