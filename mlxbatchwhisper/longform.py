@@ -3,8 +3,11 @@
 Every window of a group of inputs goes through one `Engine`. As openai-whisper's transcribe does,
 what Whisper leaves at the end of a window (text without a closing timestamp, speech after the
 last timestamp) is decoded again from where it starts: that remainder (up to MAX_CONTINUATIONS
-deep) joins the running batch as soon as its window's result is known. An input's result is
-yielded once its last window is done.
+deep) joins the running batch as soon as its window's result is known. Remainders of packed
+inputs (`stitched_sources`: short inputs already share windows) are held instead and stitched into
+shared windows once they fill one, or once nothing else is left to decode: each would otherwise
+cost a whole 30 s window for a few seconds of speech. An input's result is yielded once its last
+window is done.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .engine import Engine
 from .options import DecodingOptions
 from .prefill import Item, item_seed
 from .results import DecodingResult, Segment, Word
-from .schedule import Window, remainder, to_file_time
+from .schedule import GAP, Window, remainder, stitch, to_file_time
 from .words import WordAligner, with_words
 
 MAX_CONTINUATIONS = 3  # remainders of remainders decoded after a window
@@ -36,6 +39,7 @@ class WindowDecoder:
     progress: Callable[[float], None] | None
     words: WordAligner | None = None
     speech_pad: float = 0.0  # seconds the VAD padded each speech region with (0: regions given as they are)
+    stitched_sources: frozenset[int] = frozenset()  # inputs whose remainders are stitched together
 
     def run(self, audios: dict[int, np.ndarray], planned: list[Window]) -> Iterator[tuple[int, dict]]:
         """Decode `planned` windows of `audios` (input index → samples; each input has a window)."""
@@ -49,21 +53,52 @@ class WindowDecoder:
             seed = item_seed(w.source, round(w.start * SAMPLE_RATE))
             return Item((w, depth), audio, None, self.prompts[w.source], language, duration=w.duration, seed=seed)
 
-        def decoded() -> Iterator[tuple[Item, DecodingResult, tuple[Segment, ...], int]]:
-            for it, result in engine.run(item(w, self.languages[w.source], 0) for w in planned):
+        held: dict[int, dict[Window, tuple[str | None, int]]] = defaultdict(dict)  # remainders to stitch
+        in_engine, planned_left = 0, len(planned)
+
+        def planned_items() -> Iterator[Item]:
+            nonlocal in_engine, planned_left
+            for w in planned:
+                in_engine, planned_left = in_engine + 1, planned_left - 1
+                yield item(w, self.languages[w.source], 0)
+
+        def add(w: Window, language: str | None, depth: int) -> None:
+            nonlocal in_engine
+            in_engine += 1
+            engine.add(item(w, language, depth))
+
+        def decoded() -> Iterator[tuple[Item, DecodingResult, tuple[Segment, ...], Counter]]:
+            nonlocal in_engine
+            for it, result in engine.run(planned_items()):
+                in_engine -= 1
                 w, depth = it.key
                 kept, rest = self._keep(w, result, allow_rest=depth < MAX_CONTINUATIONS)
+                windows = Counter()  # windows to come, per input
                 if rest is not None:  # decoded next, in the parent's language
-                    engine.add(item(rest, self.languages[w.source] or result.language, depth + 1))
-                yield it, result, kept, int(rest is not None)
+                    windows[w.source] += 1
+                    language = self.languages[w.source] or result.language
+                    if w.source in self.stitched_sources:
+                        held[w.source][rest] = (language, depth + 1)
+                    else:
+                        add(rest, language, depth + 1)
+                last_call = planned_left == 0 and in_engine == 0
+                for source, rests in held.items():
+                    joined, kept_back = stitch(list(rests), keep_last=not last_call)
+                    for j in joined:
+                        parts = [r for r in rests if r not in kept_back and j.start <= r.start <= j.end]
+                        add(j, rests[parts[0]][0], max(rests[r][1] for r in parts))
+                        windows[source] -= len(parts) - 1
+                    held[source] = {r: rests[r] for r in kept_back}
+                yield it, result, kept, windows
 
         stream = decoded()
         if self.words is not None:
             stream = with_words(self.words, stream, engine.batch_size)
-        for it, result, kept, rests in stream:
+        for it, result, kept, windows in stream:
             w, depth = it.key
             done[w.source].append((w, result, kept))
-            pending[w.source] += rests - 1
+            pending.update(windows)
+            pending[w.source] -= 1
             if depth == 0:
                 self.report(w.duration)
                 reported[w.source] += w.duration
@@ -100,9 +135,14 @@ class WindowDecoder:
 
 
 def window_audio(audio: np.ndarray, window: Window) -> np.ndarray:
-    """A window's samples, never more than 30 s (its ends are rounded to samples together)."""
-    start = round(window.start * SAMPLE_RATE)
-    return audio[start : min(round(window.end * SAMPLE_RATE), start + N_SAMPLES)]
+    """A window's samples, never more than 30 s (the ends of a stretch are rounded to samples together);
+    a stitched window's stretches GAP seconds of silence apart."""
+    gap = np.zeros(round(GAP * SAMPLE_RATE), np.float32)
+    pieces = []
+    for a, b in window.stretches:
+        start = round(a * SAMPLE_RATE)
+        pieces += [audio[start : min(round(b * SAMPLE_RATE), start + N_SAMPLES)], gap]
+    return pieces[0] if len(pieces) == 2 else np.concatenate(pieces[:-1])[:N_SAMPLES]
 
 
 def file_result(

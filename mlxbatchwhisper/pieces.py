@@ -124,9 +124,9 @@ def joined(parts: list[tuple[float, dict]]) -> dict:
 @dataclass
 class Packer:
     """`LongFormJob.run` with short inputs packed (pack_short_inputs): the speech of inputs of at most PACK_SECONDS
-    that share a language and a prompt is laid end to end, PACK_GAP seconds apart, and decoded as one input;
-    its words go back to the input their middle falls in, on that input's timeline (`unpacked`): the job must
-    align words."""
+    that share a language and a prompt is laid end to end, PACK_GAP seconds apart, and decoded as one input
+    (its remainders stitched together); its words go back to the input their middle falls in, on that input's
+    timeline (`unpacked`): the job must align words."""
 
     job: LongFormJob
     languages: list[str | None]
@@ -172,6 +172,7 @@ class Packer:
             group[members[0][0]] = (np.concatenate(parts[:-1]), regions)
             self.gaps += (len(members) - 1) * len(parts[-1]) / SAMPLE_RATE
             packs[members[0][0]] = placed
+        self.job.windows.stitched_sources = frozenset(packs)
         for key, result in self.job.run(group):
             if key not in packs:
                 yield key, result
@@ -210,6 +211,7 @@ def unpacked(result: dict, placed: list[tuple[int, float, float]]) -> list[tuple
                 item["start"] = round(min(max(item["start"] - start, 0.0), duration), 3)
                 item["end"] = round(min(max(item["end"] - start, 0.0), duration), 3)
             out[k]["segments"].append(part)
-    for part in out:
+    for part in out:  # a stitched window's segments come in its own order: each input's in time order
+        part["segments"].sort(key=lambda s: s["start"])
         part["word_segments"] = [w for s in part["segments"] for w in s["words"]]
     return [(i, part) for (i, _, _), part in zip(placed, out)]

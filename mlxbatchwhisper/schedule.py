@@ -10,7 +10,8 @@ Pure functions on numbers (seconds), whisperX's `merge_chunks` semantics:
    of similar length (less padding, rows that finish together);
 4. where Whisper stops before a window's speech ends (it tends to leave a sentence that ends
    near the window's edge to the next window, as openai-whisper's seeking expects), the
-   `remainder` of the window is decoded again, in a later batch.
+   `remainder` of the window is decoded again, in a later batch; remainders of packed short
+   inputs are `stitched` into shared windows, stretches of the input laid end to end.
 """
 
 from __future__ import annotations
@@ -21,20 +22,50 @@ from dataclasses import dataclass
 import numpy as np
 
 FRAME = 512 / 16000  # seconds per score frame: Silero VAD's chunk (vad.CHUNK samples at 16 kHz)
+GAP = 0.5  # seconds of silence between the stretches of a stitched window
+MAX_WINDOW = 30.0  # seconds a window may hold (Whisper's input)
 
 
 @dataclass(frozen=True)
 class Window:
-    """A span of one input to decode as a unit; `regions` are the speech regions inside it."""
+    """A span of one input to decode as a unit; `regions` are the speech regions inside it.
+
+    A stitched window (`parts` given) is several stretches of the input, in order, laid end to end
+    GAP seconds apart; `start` and `end` are its first stretch's start and its last one's end.
+    """
 
     source: int
     start: float
     end: float
     regions: tuple[tuple[float, float], ...]
+    parts: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def stretches(self) -> tuple[tuple[float, float], ...]:
+        """The stretches of the input the window holds, in order."""
+        return self.parts or ((self.start, self.end),)
 
     @property
     def duration(self) -> float:
-        return self.end - self.start
+        """Seconds of audio the window holds, gaps between stretches included."""
+        return sum(b - a for a, b in self.stretches) + GAP * (len(self.stretches) - 1)
+
+    def stretch_at(self, t: float) -> int:
+        """Which stretch a time on the window's own timeline falls in (in a gap: the one before it)."""
+        offset = 0.0
+        for k, (a, b) in enumerate(self.stretches):
+            offset += b - a + GAP
+            if t < offset:
+                return k
+        return len(self.stretches) - 1
+
+    def to_input(self, t: float, stretch: int | None = None) -> float:
+        """A time on the window's own timeline on its input's timeline, kept inside its stretch (by
+        default the one it falls in; a time in a gap goes to the end of the stretch before it)."""
+        k = self.stretch_at(t) if stretch is None else stretch
+        offset = sum(b - a + GAP for a, b in self.stretches[:k])
+        a, b = self.stretches[k]
+        return min(a + max(t - offset, 0.0), b)
 
 
 def frame_energy(audio: np.ndarray, frame: int = 512, block: int = 4096) -> np.ndarray:
@@ -160,16 +191,42 @@ def remainder(
     each side of a region (padding alone is silence, where Whisper makes text up), or when
     `covered` is under `min_progress` (so that continuing always moves forward).
     """
-    cut = window.start + covered
+    cut = window.to_input(covered)
     regions = tuple((max(a, cut), b) for a, b in window.regions if b > cut)
     speech = sum(max(0.0, (b - pad) - max(a + pad, cut)) for a, b in window.regions)
     if covered < min_progress or speech < min_speech:
         return None
-    return Window(window.source, regions[0][0], window.end, regions)
+    first = regions[0][0]
+    parts = tuple((max(a, first), b) for a, b in window.stretches if b > first)
+    return stitched(window.source, parts, regions)
+
+
+def stitched(source: int, parts: Sequence[tuple[float, float]], regions: Sequence[tuple[float, float]]) -> Window:
+    """The window of `source` holding `parts` (stretches in order, apart) with speech `regions`."""
+    parts, regions = tuple(parts), tuple(regions)
+    return Window(source, parts[0][0], parts[-1][1], regions, parts if len(parts) > 1 else ())
+
+
+def stitch(rests: Sequence[Window], keep_last: bool) -> tuple[list[Window], list[Window]]:
+    """Windows of one input (disjoint) as fewer windows of at most MAX_WINDOW seconds, each of
+    consecutive ones stitched in order; with `keep_last`, the last, still unfilled, is given back
+    as the windows it would hold. Returns (stitched windows, windows given back)."""
+    groups: list[list[Window]] = []
+    for w in sorted(rests, key=lambda w: w.start):
+        if groups and sum(g.duration for g in groups[-1]) + GAP * len(groups[-1]) + w.duration <= MAX_WINDOW:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    kept = groups.pop() if keep_last and groups else []
+    joined = [
+        stitched(g[0].source, [p for w in g for p in w.stretches], [r for w in g for r in w.regions]) for g in groups
+    ]
+    return joined, kept
 
 
 def to_file_time(window: Window, start: float, end: float) -> tuple[float, float]:
-    """A segment's window-relative times on its input's timeline, kept inside the window."""
-    a = min(window.start + max(start, 0.0), window.end)
-    b = min(window.start + max(end, 0.0), window.end)
+    """A segment's window-relative times on its input's timeline, kept inside the window (a stitched
+    window's: inside the stretch that holds their middle, as stretches far apart lie side by side)."""
+    k = window.stretch_at((start + end) / 2)
+    a, b = window.to_input(start, k), window.to_input(end, k)
     return round(a, 3), round(max(a, b), 3)

@@ -321,6 +321,34 @@ def test_packed_short_inputs_map_back_to_their_own_files():
         model().transcribe_audio(audios[:1], pack_short_inputs="yes")
 
 
+def test_remainders_of_packed_inputs_are_stitched_together(monkeypatch):
+    """2 s pieces cut from one recording, packed: what Whisper leaves at the ends of their windows is
+    decoded in shared windows of several stretches (fewer than one window each), and none of it is lost."""
+    from mlxbatchwhisper import longform
+    from mlxbatchwhisper.schedule import MAX_WINDOW
+    from reference import wer
+
+    audio = corpus_audio("long_form")[: 60 * 16000]
+    pieces = np.split(audio, 30)
+    windows = []
+    original = longform.window_audio
+
+    def spy(samples, window):
+        windows.append(window)
+        return original(samples, window)
+
+    monkeypatch.setattr(longform, "window_audio", spy)
+    packed = model().transcribe_audio(pieces, pack_short_inputs=True, language="en")
+    stitched = [w for w in windows if w.parts]
+    assert stitched and all(w.duration <= MAX_WINDOW for w in windows)
+    assert len(windows) < 4 + len({p for w in stitched for p in w.parts})  # 3 planned windows (75 s packed)
+    whole = " ".join(text_of(r) for r in model().transcribe_audio([audio], language="en"))
+    assert wer([whole], [" ".join(text_of(r) for r in packed)]) < 0.3  # words cut at every edge are lost
+    for piece, result in zip(pieces, packed):  # each input's segments in time order, inside it
+        starts = [s["start"] for s in result["segments"]]
+        assert starts == sorted(starts) and all(0 <= s["end"] <= len(piece) / 16000 for s in result["segments"])
+
+
 MEMORY_PROBE = r"""
 import resource, sys
 from mlxbatchwhisper import BatchedWhisper

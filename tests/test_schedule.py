@@ -6,12 +6,16 @@ from hypothesis import strategies as st
 
 from mlxbatchwhisper.schedule import (
     FRAME,
+    GAP,
+    MAX_WINDOW,
     Window,
     WindowStream,
     merge_regions,
     plan_windows,
     remainder,
     split_long,
+    stitch,
+    stitched,
     to_file_time,
 )
 
@@ -121,3 +125,32 @@ def test_remainder_starts_at_the_next_speech_and_does_not_count_padding():
     late = remainder(w, 15.5)
     assert late == Window(0, 25.5, 30.0, ((25.5, 26.0),)) and remainder(w, 15.5, pad=0.2) is None
     assert remainder(w, 5.0, pad=0.2) == rest  # 0.5 + 0.6 s of speech without padding
+
+
+def test_a_stitched_window_maps_its_times_to_each_stretch():
+    w = stitched(3, [(10.0, 12.0), (40.0, 43.5), (70.0, 71.0)], [(10.2, 12.0), (40.0, 43.0), (70.0, 70.8)])
+    assert w.start == 10.0 and w.end == 71.0 and w.duration == 6.5 + 2 * GAP
+    assert [w.to_input(t) for t in (-1.0, 0.0, 1.5, 2.0 + GAP / 2, 2.0 + GAP, 3.0 + GAP)] == [10, 10, 11.5, 12, 40, 41]
+    assert w.to_input(5.5 + 2 * GAP + 0.25) == 70.25 and w.to_input(99.0) == 71.0
+    assert to_file_time(w, 1.5, 2.0 + GAP + 0.5) == (11.5, 12.0)  # both in the stretch of their middle
+    assert to_file_time(w, 1.5, 3.0 + GAP) == (40.0, 41.0)
+    # what is left after 1 s into the second stretch: from there on, still stitched
+    rest = remainder(w, 3.0 + GAP)
+    assert rest == stitched(3, [(41.0, 43.5), (70.0, 71.0)], [(41.0, 43.0), (70.0, 70.8)])
+    assert remainder(w, 5.0 + 2 * GAP) == Window(3, 70.0, 71.0, ((70.0, 70.8),))  # one stretch: a plain window
+    assert stitched(3, [(1.0, 2.0)], [(1.0, 2.0)]) == Window(3, 1.0, 2.0, ((1.0, 2.0),))
+
+
+@given(st.lists(st.floats(0.5, 29.5), min_size=1, max_size=30), st.booleans())
+def test_stitching_keeps_every_stretch_once_in_order_and_fits(durations, keep_last):
+    rests, t = [], 0.0
+    for d in durations:
+        rests.append(Window(0, t, t + d, ((t, t + d),)))
+        t += d + 7.0
+    joined, kept = stitch(rests[::-1], keep_last)
+    assert all(w.duration <= MAX_WINDOW for w in joined)
+    stretches = [p for w in joined for p in w.stretches] + [p for w in kept for p in w.stretches]
+    assert stretches == [w.stretches[0] for w in rests]
+    assert (len(kept) > 0) == keep_last
+    if keep_last:  # what is given back would not have filled the last window
+        assert sum(w.duration for w in kept) + GAP * (len(kept) - 1) <= MAX_WINDOW
