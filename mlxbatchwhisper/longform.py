@@ -84,10 +84,9 @@ class WindowDecoder:
                 last_call = planned_left == 0 and in_engine == 0
                 for source, rests in held.items():
                     joined, kept_back = stitch(list(rests), keep_last=not last_call)
-                    for j in joined:
-                        parts = [r for r in rests if r not in kept_back and j.start <= r.start <= j.end]
-                        add(j, rests[parts[0]][0], max(rests[r][1] for r in parts))
-                        windows[source] -= len(parts) - 1
+                    for j, members in joined:  # the first one's language, the deepest one's depth
+                        add(j, rests[members[0]][0], max(rests[r][1] for r in members))
+                        windows[source] -= len(members) - 1
                     held[source] = {r: rests[r] for r in kept_back}
                 yield it, result, kept, windows
 

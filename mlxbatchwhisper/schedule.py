@@ -207,10 +207,10 @@ def stitched(source: int, parts: Sequence[tuple[float, float]], regions: Sequenc
     return Window(source, parts[0][0], parts[-1][1], regions, parts if len(parts) > 1 else ())
 
 
-def stitch(rests: Sequence[Window], keep_last: bool) -> tuple[list[Window], list[Window]]:
+def stitch(rests: Sequence[Window], keep_last: bool) -> tuple[list[tuple[Window, list[Window]]], list[Window]]:
     """Windows of one input (disjoint) as fewer windows of at most MAX_WINDOW seconds, each of
     consecutive ones stitched in order; with `keep_last`, the last, still unfilled, is given back
-    as the windows it would hold. Returns (stitched windows, windows given back)."""
+    as the windows it would hold. Returns ([(stitched window, the windows it holds)], given back)."""
     groups: list[list[Window]] = []
     for w in sorted(rests, key=lambda w: w.start):
         if groups and sum(g.duration for g in groups[-1]) + GAP * len(groups[-1]) + w.duration <= MAX_WINDOW:
@@ -219,7 +219,8 @@ def stitch(rests: Sequence[Window], keep_last: bool) -> tuple[list[Window], list
             groups.append([w])
     kept = groups.pop() if keep_last and groups else []
     joined = [
-        stitched(g[0].source, [p for w in g for p in w.stretches], [r for w in g for r in w.regions]) for g in groups
+        (stitched(g[0].source, [p for w in g for p in w.stretches], [r for w in g for r in w.regions]), g)
+        for g in groups
     ]
     return joined, kept
 

@@ -148,8 +148,8 @@ def test_stitching_keeps_every_stretch_once_in_order_and_fits(durations, keep_la
         rests.append(Window(0, t, t + d, ((t, t + d),)))
         t += d + 7.0
     joined, kept = stitch(rests[::-1], keep_last)
-    assert all(w.duration <= MAX_WINDOW for w in joined)
-    stretches = [p for w in joined for p in w.stretches] + [p for w in kept for p in w.stretches]
+    assert all(w.duration <= MAX_WINDOW and w.stretches == tuple(p for m in g for p in m.stretches) for w, g in joined)
+    stretches = [p for w, _ in joined for p in w.stretches] + [p for w in kept for p in w.stretches]
     assert stretches == [w.stretches[0] for w in rests]
     assert (len(kept) > 0) == keep_last
     if keep_last:  # what is given back would not have filled the last window
