@@ -189,12 +189,13 @@ def remainder(
     The remainder starts at the first speech after the covered part. None when less than
     `min_speech` seconds of speech are left, not counting the `pad` seconds the VAD added to
     each side of a region (padding alone is silence, where Whisper makes text up), or when
-    `covered` is under `min_progress` (so that continuing always moves forward).
+    `covered` is under `min_progress` and short of the end of the window's first stretch (so that
+    continuing always moves forward; a stitched window's later stretches are kept).
     """
     cut = window.to_input(covered)
     regions = tuple((max(a, cut), b) for a, b in window.regions if b > cut)
     speech = sum(max(0.0, (b - pad) - max(a + pad, cut)) for a, b in window.regions)
-    if covered < min_progress or speech < min_speech:
+    if (covered < min_progress and cut < window.stretches[0][1]) or speech < min_speech:
         return None
     first = regions[0][0]
     parts = tuple((max(a, first), b) for a, b in window.stretches if b > first)

@@ -139,6 +139,10 @@ def test_a_stitched_window_maps_its_times_to_each_stretch():
     assert rest == stitched(3, [(41.0, 43.5), (70.0, 71.0)], [(41.0, 43.0), (70.0, 70.8)])
     assert remainder(w, 5.0 + 2 * GAP) == Window(3, 70.0, 71.0, ((70.0, 70.8),))  # one stretch: a plain window
     assert stitched(3, [(1.0, 2.0)], [(1.0, 2.0)]) == Window(3, 1.0, 2.0, ((1.0, 2.0),))
+    # a first stretch shorter than a second, all covered: what follows is still decoded
+    short = stitched(3, [(10.0, 10.8), (40.0, 43.0)], [(10.0, 10.8), (40.0, 43.0)])
+    assert remainder(short, 0.8) == Window(3, 40.0, 43.0, ((40.0, 43.0),))
+    assert remainder(short, 0.5) is None  # neither a second in nor past the first stretch
 
 
 @given(st.lists(st.floats(0.5, 29.5), min_size=1, max_size=30), st.booleans())
