@@ -302,6 +302,7 @@ mx::array median_filter(const mx::array& x, const mx::array& lengths, int width)
 NB_MODULE(_kernels, m) {
   nb::module_::import_("mlx.core");
   m.attr("MLX_VERSION") = MLX_BUILT_VERSION;
+  m.attr("MAX_MEDIAN_WIDTH") = MAX_MEDIAN_WIDTH;
   m.def("mlx_version", [] { return std::string(mx::version()); }, "The MLX version loaded in this process.");
   m.def("softmax", &softmax, "x"_a, "Softmax over the last axis of a float32 array (lazy, on the CPU).");
   m.def("gelu", &gelu, "x"_a, "Exact (erf) GELU of a float32 array (lazy, on the CPU).");

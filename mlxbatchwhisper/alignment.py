@@ -18,13 +18,12 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import HOP_LENGTH
-from .kernels import dtw_token_starts_cuda, logsumexp, native_available, softmax
+from .kernels import dtw_token_starts_cuda, logsumexp, native_median, softmax
 from .kernels import median_filter as native_median_filter
 from .model import Whisper
 
 TOKENS_PER_SECOND = 50  # audio positions per second: the encoder halves the 100 mel frames per second
 MEDIAN_FILTER_WIDTH = 7
-MAX_NATIVE_WIDTH = 31  # the native filter's widest window
 HEADS_PER_PASS = 8  # heads median-filtered at once (openai's default heads can number hundreds)
 
 
@@ -117,7 +116,7 @@ def _attention_matrix(
     weights = ((weights - mean) / mx.sqrt(var))[:, :, first : first + n_rows]
     weights = mx.where(time_ok, weights, 0.0)
     # numpy's element-wise passes beat MLX's on the CPU, and the native filter beats both
-    in_numpy = mx.default_device() == mx.cpu and not (native_available() and weights.dtype == mx.float32)
+    in_numpy = mx.default_device() == mx.cpu and not native_median(weights.dtype, width)
     total = 0.0
     for h in range(0, weights.shape[1], HEADS_PER_PASS):  # bounded memory, whatever the number of heads
         part = weights[:, h : h + HEADS_PER_PASS]
@@ -137,7 +136,7 @@ def median_filter(x: np.ndarray | mx.array, lengths: np.ndarray, width: int) -> 
     network over `width` shifted copies (element-wise min/max), several times faster than sorting
     each window; numpy or MLX arrays, computed where they live.
     """
-    if isinstance(x, mx.array) and x.dtype == mx.float32 and native_available() and width <= MAX_NATIVE_WIDTH:
+    if isinstance(x, mx.array) and native_median(x.dtype, width):
         return native_median_filter(x, lengths, width)
     xp = mx if isinstance(x, mx.array) else np
     half = width // 2

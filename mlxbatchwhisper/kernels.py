@@ -357,9 +357,14 @@ def softmax(x: mx.array) -> mx.array:
     return _kernels.softmax(x)
 
 
+def native_median(dtype: mx.Dtype, width: int) -> bool:
+    """Whether `median_filter` runs here for this dtype and width (an older build has no filter)."""
+    return dtype == mx.float32 and width <= getattr(_kernels, "MAX_MEDIAN_WIDTH", 0) and native_available()
+
+
 def median_filter(x: mx.array, lengths: np.ndarray, width: int) -> mx.array:
     """The native median filter of (B, ..., F) float32 rows, each reflected at lengths[b] (only where
-    `native_available()`; `alignment.median_filter` says what it computes and runs elsewhere)."""
+    `native_median`; `alignment.median_filter` says what it computes and runs elsewhere)."""
     return _kernels.median_filter(x, mx.array(lengths.astype(np.int32)), width)
 
 

@@ -199,6 +199,12 @@ def test_an_old_build_of_the_extension_is_not_used(monkeypatch):
     assert ext is None and "older build" in status
 
 
+def test_a_build_without_the_median_filter_leaves_it_to_mlx(monkeypatch):
+    assert kernels.native_median(mx.float32, 7) and not kernels.native_median(mx.float32, K.MAX_MEDIAN_WIDTH + 2)
+    monkeypatch.delattr(K, "MAX_MEDIAN_WIDTH")  # built before the filter, for this same MLX
+    assert not kernels.native_median(mx.float32, 7)
+
+
 def test_logsumexp_rows_match_mlx_including_masked_rows():
     x = mx.random.normal((5, 51864), key=mx.random.key(3)) * 6
     x = mx.where(mx.random.uniform(shape=x.shape, key=mx.random.key(4)) < 0.2, -mx.inf, x)
