@@ -423,6 +423,28 @@ def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path):
     assert len(lines) == 1 and f"files completed, transcripts in {tmp_path}" in lines[0], err[-1000:]
 
 
+def test_an_interrupt_a_library_swallows_still_stops_the_command(tmp_path, monkeypatch, capsys):
+    """PyAV's resampler swallows a KeyboardInterrupt raised while it runs (seen in CI: Ctrl-C, then exit 0
+    after the whole run); the command raises it again at its next check."""
+    real = BatchedWhisper.transcribe_audio_iter
+
+    def swallowing(self, *args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here and its KeyboardInterrupt is dropped below
+        except KeyboardInterrupt:
+            pass
+        yield from real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchedWhisper, "transcribe_audio_iter", swallowing)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    files = [str(DATA / f"d0{i}.wav") for i in (1, 2, 3)]
+    assert cli([*files, "-o", str(tmp_path), "--batch-size", "1"]) == 130
+    assert "interrupted: 0/3 files completed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
 def test_a_closed_stdout_is_not_an_error(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     files = [str(DATA / f"d0{i}.wav") for i in (1, 2, 3)]

@@ -8,18 +8,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+class Interrupts:
+    """The stop signal (Ctrl-C or SIGTERM) a command received, if any."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt again if a signal came: some libraries swallow the first one (PyAV's
+        resampler does), which would let the run go on to the end and exit 0."""
+        if self.received is not None:
+            raise KeyboardInterrupt
+
+
 @contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """While inside, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so cleanup code runs for both."""
+def interrupts_unwind() -> Iterator[Interrupts]:
+    """While inside, Ctrl-C and SIGTERM raise KeyboardInterrupt, so cleanup code runs for both, and are
+    recorded for `Interrupts.check`."""
+    interrupts = Interrupts()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield interrupts
         return
 
     def interrupt(signum, frame):
+        interrupts.received = signum
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield interrupts
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

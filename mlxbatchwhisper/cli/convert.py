@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..quantize import RECIPES
-from . import sigterm_unwinds
+from . import interrupts_unwind
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..convert import convert
 
     try:
-        with sigterm_unwinds():  # as Ctrl-C does, SIGTERM removes the partial output folder
+        with interrupts_unwind():  # as Ctrl-C does, SIGTERM removes the partial output folder
             done = convert(args.src, args.out, args.dtype, args.quantize, args.q_bits, args.q_group_size, args.q_recipe)
     except (FileNotFoundError, FileExistsError, CheckpointError, ValueError) as e:
         print(f"mlxbatchwhisper-convert: error: {e}", file=sys.stderr)

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import sigterm_unwinds
+from . import Interrupts, interrupts_unwind
 from .transcribe_args import parse_args, transcribe_options
 
 PACK_HINT_FILES = 20  # this many short files without --pack_short_inputs: say that packing is faster
@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = _Run(args)
     try:
-        with sigterm_unwinds():
-            return run.main()
+        with interrupts_unwind() as run.interrupts:
+            status = run.main()
+            run.interrupts.check()
+            return status
     except KeyboardInterrupt:
         run.close()
         print(
@@ -51,6 +53,7 @@ class _Run:
 
     def __init__(self, args: argparse.Namespace):
         self.args, self.completed, self.bar = args, 0, None
+        self.interrupts = Interrupts()  # replaced by the command's own while it runs
 
     def main(self) -> int:
         from ..checkpoints import CheckpointError
@@ -123,6 +126,7 @@ class _Run:
         bar = self.bar
 
         def progress(seconds: float) -> None:
+            self.interrupts.check()
             bar.update(max(0.0, min(round(seconds, 1), bar.total - bar.n)))  # headers may round differently
             bar.set_postfix_str(f"RTF {bar.n / max(time.perf_counter() - start, 1e-9):.1f}x")
 
@@ -138,6 +142,7 @@ class _Run:
             **options,
         )
         for k, result in results:
+            self.interrupts.check()
             path = files[k]
             if isinstance(result, Exception):
                 failed.append(path)
