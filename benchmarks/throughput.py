@@ -106,7 +106,7 @@ def real_weights(args) -> list[dict]:
 
     rows = []
     for name in args.models:
-        model = BatchedWhisper.from_pretrained(name, dtype=args.dtype)
+        model = BatchedWhisper.from_pretrained(name, dtype=args.dtype, absorb_cross_kv=args.absorb)
         names = [n for n in segment_names() if model.tokenizer.multilingual or manifest()[n]["language"] == "en"]
         audios = [corpus_audio(n) for n in names] * args.repeat
         seconds = sum(len(a) for a in audios) / 16000
@@ -116,7 +116,7 @@ def real_weights(args) -> list[dict]:
             tokens = sum(len(r.tokens) for r in results)
             rows.append(
                 {
-                    "model": name,
+                    "model": name + (" absorbed K/V" if args.absorb else ""),
                     "dtype": args.dtype,
                     "batch": b,
                     "segments": len(audios),
@@ -141,6 +141,8 @@ def random_weights(args) -> list[dict]:
         dims = SHAPES[name]
         model = Whisper(dims, to_dtype(args.dtype))
         model.decoder.kv_bits = args.kv_bits
+        if args.absorb:
+            model.decoder.absorb()
         model.alignment_heads = heads_for_name(name) or model.alignment_heads  # the real model's heads
         mx.eval(model.parameters())
         ours = BatchedWhisper(model)
@@ -165,6 +167,7 @@ def random_weights(args) -> list[dict]:
             assert all(len(r.tokens) == args.steps for r in results)
             impl = "mlxbatchwhisper" + (f" beam {args.beam_size}" if args.beam_size else "")
             impl += " int8 K/V" if args.kv_bits else ""
+            impl += " absorbed K/V" if args.absorb else ""
             limit = window_limit(dims, b, args.steps, to_dtype(args.dtype).size, hw)
             rows.append(
                 {
@@ -179,6 +182,7 @@ def random_weights(args) -> list[dict]:
                     "wall_s": wall,
                     "peak_mb": peak,
                     "unavoidable_mb": unavoidable_mb(ours.model, b, args.steps) if not args.beam_size else None,
+                    "unavoidable_absorbed_mb": unavoidable_mb(ours.model, b, args.steps, absorbed=True),
                 }
             )
             print_row(rows[-1])
@@ -207,13 +211,14 @@ def random_weights(args) -> list[dict]:
     return rows
 
 
-def unavoidable_mb(model: Whisper, batch: int, steps: int) -> float:
+def unavoidable_mb(model: Whisper, batch: int, steps: int, absorbed: bool = False) -> float:
     """Memory no implementation can do without: weights, every row's cross-attention K/V, the
     self-attention K/V of the steps taken (and the 4 prompt tokens), and one encoder chunk's
-    activations (its input and output, one layer's queries, keys, values and MLP hidden state)."""
+    activations (its input and output, one layer's queries, keys, values and MLP hidden state).
+    `absorbed`: the same with each row's audio features in place of its cross-attention K/V."""
     dims, size = model.dims, model.dtype.size
     weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-    cross = batch * 2 * dims.n_text_layer * dims.n_audio_ctx * dims.n_text_state * size
+    cross = batch * (1 if absorbed else 2 * dims.n_text_layer) * dims.n_audio_ctx * dims.n_text_state * size
     own = batch * 2 * dims.n_text_layer * (steps + 4) * dims.n_text_state * size
     chunk, t, d = min(batch, AudioEncoder(model).batch), dims.n_audio_ctx, dims.n_audio_state
     encoder = chunk * (2 + 3 + 4) * t * d * size
@@ -302,6 +307,7 @@ def main() -> None:
     )
     parser.add_argument("--beam-size", type=int, default=None, help="beam search (random weights; default greedy)")
     parser.add_argument("--kv-bits", type=int, choices=[8], help="random weights: int8 cross-attention K/V")
+    parser.add_argument("--absorb", action="store_true", help="cross-attention against the features (no K/V)")
     parser.add_argument("--batches", type=int, default=2, help="batches per size (random weights)")
     parser.add_argument("--transformers", action="store_true", help="also time transformers' generate (CUDA)")
     parser.add_argument("--json", type=Path, help="write the rows here")

@@ -18,6 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import HOP_LENGTH
+from .cache import shared
 from .kernels import dtw_token_starts_cuda, logsumexp, native_median, softmax
 from .kernels import median_filter as native_median_filter
 from .model import Whisper
@@ -65,8 +66,11 @@ def align_tokens(
     frames = np.array([min(r.num_samples // HOP_LENGTH, 2 * model.dims.n_audio_ctx) // 2 for r in batch])
 
     if all(r.cross_kv is not None for r in batch):
+        memo: dict = {}  # arrays the layers share (absorbed cross-attention's features) are joined once
         cross = [
-            tuple(mx.concatenate(parts) for parts in zip(*(r.cross_kv[i] for r in batch)))
+            tuple(
+                shared(memo, parts, lambda p=parts: mx.concatenate(p)) for parts in zip(*(r.cross_kv[i] for r in batch))
+            )
             for i in range(model.dims.n_text_layer)
         ]
     else:

@@ -5,12 +5,15 @@ Rows are left-padded so that every row writes its next token into the same colum
 columns written. `filter` drops finished rows and `extend` adds rows (refilling a batch).
 Cross-attention K/V are computed once per segment and travel with its rows; in beam search a
 segment's beams are a `group` of consecutive rows that share them. They are a pair (keys,
-values), or with 8-bit K/V four arrays (int8 keys, int8 values, their scales).
+values), with 8-bit K/V four arrays (int8 keys, int8 values, their scales), or with absorbed
+cross-attention one array, the audio features, which every layer shares: `filter` and `extend`
+take a `memo` (one dict for all layers of a batch) so that an array shared by layers is gathered
+once and stays shared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -88,7 +91,7 @@ class KVCache:
             v[..., : self.offset, :] = self.values[..., : self.offset, :]
         self.keys, self.values = k, v
 
-    def filter(self, keep: Sequence[int]) -> None:
+    def filter(self, keep: Sequence[int], memo: dict | None = None) -> None:
         """Keep only the rows at indices `keep`, in that order; drop padding all of them share."""
         keep = list(keep)
         idx = mx.array(keep, dtype=mx.int32)
@@ -96,7 +99,7 @@ class KVCache:
         if [h + j for h in heads for j in range(self.group)] != keep or any(h % self.group for h in heads):
             raise ValueError(f"filter must keep whole groups of {self.group} rows")
         cross = mx.array([h // self.group for h in heads], dtype=mx.int32)
-        self.cross_kv = tuple(a[cross] for a in self.cross_kv)
+        self.cross_kv = tuple(shared(memo, (a,), lambda a=a: a[cross]) for a in self.cross_kv)
         self.left_padding = [self.left_padding[i] for i in keep]
         if self.keys is None:
             return
@@ -139,7 +142,7 @@ class KVCache:
         self.keys[:, :, : self.offset, :] = self.keys[order, :, : self.offset, :]
         self.values[:, :, : self.offset, :] = self.values[order, :, : self.offset, :]
 
-    def extend(self, other: KVCache) -> None:
+    def extend(self, other: KVCache, memo: dict | None = None) -> None:
         """Append the rows of `other` (same layer and group), left-padding whichever holds fewer columns."""
         if other.group != self.group:
             raise ValueError(f"cannot extend a cache of groups of {self.group} rows with groups of {other.group}")
@@ -147,10 +150,13 @@ class KVCache:
         width = max(self.offset, other.offset)
         pads = (width - self.offset, width - other.offset)
         if a[0] is not None or b[0] is not None:
-            parts = [_left_pad(kv, pad, cache) for kv, pad, cache in zip((a, b), pads, (self, other))]
+            like = a[0] if a[0] is not None else b[0]
+            parts = [_left_pad(kv, pad, cache.batch_size, like) for kv, pad, cache in zip((a, b), pads, (self, other))]
             self.keys = mx.concatenate([p[0] for p in parts])
             self.values = mx.concatenate([p[1] for p in parts])
-        self.cross_kv = tuple(mx.concatenate([x, y]) for x, y in zip(self.cross_kv, other.cross_kv))
+        self.cross_kv = tuple(
+            shared(memo, (x, y), lambda x=x, y=y: mx.concatenate([x, y])) for x, y in zip(self.cross_kv, other.cross_kv)
+        )
         self.left_padding = [p + pads[0] for p in self.left_padding] + [p + pads[1] for p in other.left_padding]
         self.reserve = max(self.reserve - self.offset, other.reserve - other.offset) + width
         self.offset = width
@@ -161,13 +167,21 @@ class KVCache:
         return self.keys[..., : self.offset, :], self.values[..., : self.offset, :]
 
 
-def _left_pad(kv, pad: int, cache: KVCache) -> tuple[mx.array, mx.array]:
+def shared(memo: dict | None, arrays: tuple[mx.array, ...], make: Callable[[], mx.array]) -> mx.array:
+    """`make()`, computed once per distinct `arrays` while `memo` lives (None: every time)."""
+    if memo is None:
+        return make()
+    key = tuple(map(id, arrays))
+    if key not in memo:
+        memo[key] = (arrays, make())  # the arrays are kept so that their ids stay theirs
+    return memo[key][1]
+
+
+def _left_pad(kv, pad: int, batch: int, like: mx.array) -> tuple[mx.array, mx.array]:
     keys, values = kv
-    if keys is None:  # a cache that has seen no tokens yet
-        ref = cache.cross_kv[0]
-        dtype = cache.cross_kv[-1].dtype  # the model's (with int8 K/V, their scales')
-        shape = (cache.batch_size, ref.shape[1], pad, ref.shape[3])
-        return mx.zeros(shape, dtype), mx.zeros(shape, dtype)
+    if keys is None:  # a cache that has seen no tokens yet: zeros shaped like the other's
+        shape = (batch, like.shape[1], pad, like.shape[3])
+        return mx.zeros(shape, like.dtype), mx.zeros(shape, like.dtype)
     if pad == 0:
         return keys, values
     widths = [(0, 0), (0, 0), (pad, 0), (0, 0)]

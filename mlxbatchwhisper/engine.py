@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import numpy as np
 
-from .cache import KVCache
+from .cache import KVCache, shared
 from .model import Whisper
 from .options import DecodingOptions, Pass, check_finite
 from .prefill import AudioEncoder, Encoder, Item, Prefill
@@ -63,14 +63,16 @@ class _Batch:
             for r in range(first, first + j.pass_.rows)
         ]
         idx = np.array(keep, np.int64)
+        memo: dict = {}
         for c in self.cache:
-            c.filter(keep)
+            c.filter(keep, memo)
         self.rows = self.rows.take(idx, group)
         self.jobs = [j for j in self.jobs if not j.finished]
 
     def extend(self, other: _Batch) -> None:
+        memo: dict = {}
         for c, n in zip(self.cache, other.cache):
-            c.extend(n)
+            c.extend(n, memo)
         self.rows = self.rows.concat(other.rows)
         self.jobs += other.jobs
 
@@ -200,7 +202,10 @@ class Engine:
             item = job.item
             if self.keep_cross_kv:  # a copy of the segment's audio row: the batch's arrays change as rows leave
                 row = mx.array([first // self.group])
-                item.cross_kv = [tuple(mx.take(a, row, 0) for a in c.cross_kv) for c in batch.cache]
+                memo: dict = {}
+                item.cross_kv = [
+                    tuple(shared(memo, (a,), lambda a=a, row=row: a[row]) for a in c.cross_kv) for c in batch.cache
+                ]
                 mx.async_eval(item.cross_kv)
             yield item, result
             item.features = item.cross_kv = None  # once the consumer has taken what it needs

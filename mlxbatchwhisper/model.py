@@ -57,6 +57,39 @@ class MultiHeadAttention(nn.Module):
         self.key = nn.Linear(n_state, n_state, bias=False)
         self.value = nn.Linear(n_state, n_state)
         self.out = nn.Linear(n_state, n_state)
+        self.absorbed: tuple[mx.array, mx.array, mx.array] | None = None  # see `absorb`
+
+    def absorb(self) -> None:
+        """Keep the key and value projections as (H, D_head, D) matrices, so that cross-attention
+        can run against the audio features themselves (`attend_features`)."""
+        h = self.n_head
+
+        def weight(layer: nn.Module) -> mx.array:
+            if isinstance(layer, nn.QuantizedLinear):
+                return mx.dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
+            return layer.weight
+
+        wk, wv = weight(self.key), weight(self.value)
+        self.absorbed = (
+            wk.reshape(h, -1, wk.shape[-1]),
+            wv.reshape(h, -1, wv.shape[-1]),
+            self.value.bias.reshape(h, 1, -1),
+        )
+
+    def attend_features(self, q: mx.array, x: mx.array) -> mx.array:
+        """Cross-attention of q (B, H, T, D_head) against audio features x (B/G, N, D), each group of G
+        consecutive rows of q sharing one row of x (beams): the key projection is folded into the
+        queries and the value projection applied after the weighted sum (keys have no bias, and the
+        weights sum to one), so no per-layer keys/values exist. The same products as attending to
+        keys and values, summed in another order."""
+        wk, wv, bv = self.absorbed
+        b, h, t, dh = q.shape
+        rows = b // x.shape[0] * t  # queries per head that share one row of x
+        qk = (q * dh**-0.5).transpose(1, 0, 2, 3).reshape(h, b * t, dh) @ wk  # (H, B·T, D)
+        qk = qk.reshape(h, x.shape[0], rows, -1).transpose(1, 0, 2, 3).reshape(x.shape[0], h * rows, -1)
+        weights = mx.softmax(qk @ x.swapaxes(-1, -2), axis=-1, precise=True)  # (B/G, H·rows, N)
+        z = (weights @ x).reshape(x.shape[0], h, rows, -1).transpose(1, 0, 2, 3).reshape(h, b * t, -1)
+        return (z @ wv.swapaxes(-1, -2) + bv).reshape(h, b, t, dh).transpose(1, 0, 2, 3)
 
     def heads(self, x: mx.array) -> mx.array:
         batch, length, _ = x.shape
@@ -80,6 +113,8 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.update_and_fetch(k, v)
             o = attention(q, k, v, mask)
+        elif len(kv) == 1:
+            o = self.attend_features(q, kv[0])
         else:
             o = cross_attention(q, *kv)
         batch, _, length, _ = o.shape
@@ -88,7 +123,10 @@ class MultiHeadAttention(nn.Module):
     def scores(self, x: mx.array, kv: CrossKV, heads: list[int]) -> mx.array:
         """Pre-softmax cross-attention scores of the given heads, (B, len(heads), T, n_audio) float32."""
         q = self.heads(self.query(x))[:, heads]
-        k = kv[0][:, heads] if len(kv) == 2 else dequantize_kv(kv[0][:, heads], kv[2][:, heads], q.dtype)
+        if len(kv) == 1:
+            k = kv[0][:, None] @ self.absorbed[0][mx.array(heads)].swapaxes(-1, -2)[None]
+        else:
+            k = kv[0][:, heads] if len(kv) == 2 else dequantize_kv(kv[0][:, heads], kv[2][:, heads], q.dtype)
         return (q @ k.swapaxes(-1, -2)).astype(mx.float32) * q.shape[-1] ** -0.5
 
 
@@ -164,14 +202,28 @@ class TextDecoder(nn.Module):
         self.blocks = [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
         self.ln = nn.LayerNorm(n_state)
         self.kv_bits: int | None = None  # 8: keep the cross-attention K/V as int8 with a scale per vector
+        self.absorbed = False  # True: cross-attention against the audio features, no K/V (`absorb`)
+
+    def absorb(self) -> None:
+        """Cross-attend to the audio features themselves, with the key and value projections folded
+        into each step (`MultiHeadAttention.attend_features`): the features are held once for all
+        layers in place of every layer's keys and values (large-v3: 3.8 MB a segment, not 246 MB)."""
+        for block in self.blocks:
+            block.cross_attn.absorb()
+        self.absorbed = True
 
     def cross_kv(self, audio_features: mx.array) -> list[tuple[mx.array, mx.array]]:
         """Cross-attention keys/values of each layer, computed once per audio (contiguous, so that
         every decoding step reads them in place rather than copying a transposed view).
 
         Each layer is evaluated before the next is built: evaluated together, every layer's
-        projection would be alive beside its contiguous copy, doubling the peak.
+        projection would be alive beside its contiguous copy, doubling the peak. Absorbed
+        (`absorb`): the features themselves, one array that every layer's entry shares.
         """
+        if self.absorbed:
+            features = mx.contiguous(audio_features)
+            mx.eval(features)
+            return [(features,)] * len(self.blocks)
         layers = []
         for block in self.blocks:
             kv = tuple(map(mx.contiguous, block.cross_attn.kv(audio_features)))

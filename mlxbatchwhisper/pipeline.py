@@ -75,17 +75,24 @@ class BatchedWhisper:
         dtype: str | mx.Dtype = "float32",
         dequantize: bool | None = None,
         kv_bits: int | None = None,
+        absorb_cross_kv: bool = False,
     ) -> BatchedWhisper:
         """Load any checkpoint `load_model` reads (a path, a model name, or a hub repo id).
 
         `kv_bits=8` keeps the decoder's cross-attention keys/values as int8 with a scale per
         vector: half their memory and, on CUDA, half a decoding step's reads (see docs/benchmarks.md
-        for its speed and word error).
+        for its speed and word error). `absorb_cross_kv=True` keeps no keys/values at all: each
+        step attends to the audio features with the key/value projections folded in
+        (`TextDecoder.absorb`), a segment's cross-attention memory divided by 2 × the decoder's layers.
         """
         if kv_bits not in (None, 8):
             raise ValueError(f"kv_bits must be None (the model's dtype) or 8, not {kv_bits!r}")
+        if kv_bits and absorb_cross_kv:
+            raise ValueError("absorb_cross_kv keeps no keys/values to store in 8 bits: choose one")
         model = load_model(path_or_repo, dtype, dequantize)
         model.decoder.kv_bits = kv_bits
+        if absorb_cross_kv:
+            model.decoder.absorb()
         return cls(model)
 
     def transcribe(
@@ -343,8 +350,11 @@ def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int
     """Rows whose caches and activations fit in `share` of the free memory (CPU RAM or GPU)."""
     d = model.dims
     itemsize = model.dtype.size
+    cross = d.n_audio_ctx * d.n_text_state * (1 if model.decoder.absorbed else 2 * d.n_text_layer)
+    if model.decoder.kv_bits == 8:  # int8, and a scale per vector of n_text_state / n_text_head
+        cross = cross // itemsize + cross * d.n_text_head // d.n_text_state
     per_row = itemsize * (
-        2 * d.n_text_layer * d.n_audio_ctx * d.n_text_state  # cross-attention K/V
+        cross  # cross-attention K/V (absorbed: the audio features, once)
         + 2 * d.n_text_layer * d.n_text_ctx * d.n_text_state  # self-attention K/V
         + 8 * d.n_audio_ctx * d.n_audio_state
     )  # encoder output and activations

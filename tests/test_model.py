@@ -190,6 +190,52 @@ def test_cross_kv_peak_memory_is_the_kv_itself_plus_one_layer():
     assert mx.get_peak_memory() - base <= total + 2 * layer  # evaluated together: 2 × total
 
 
+def test_absorbed_cross_attention_gives_the_logits_of_keys_and_values():
+    """`TextDecoder.absorb`: every layer's cache holds one shared array, the audio features, and
+    gives the logits of attending to keys and values: beams in groups, rows filtered and added
+    (the memo keeps the array shared), and the alignment heads' scores."""
+    from mlxbatchwhisper.heads import default_heads
+
+    model, absorbed = load_model("tiny.en"), load_model("tiny.en")
+    absorbed.decoder.absorb()
+    mel, _ = log_mel_spectrogram([corpus_audio(n) for n in ("d01", "d02", "d03")])
+    features = model.embed_audio(mel)
+    rng = np.random.default_rng(4)
+    rows = [[50257, 50362] + rng.integers(0, 50000, 3).tolist() for _ in range(6)]  # 3 segments × 2 beams
+    kv, features_only = model.new_cache(features, group=2), absorbed.new_cache(features, group=2)
+
+    def shared_by_all(cache) -> bool:
+        return len(cache[0].cross_kv) == 1 and all(c.cross_kv[0] is cache[0].cross_kv[0] for c in cache)
+
+    def close(tokens) -> None:
+        a, b = incremental(model, kv, tokens), incremental(absorbed, features_only, tokens)
+        assert np.abs(a - b).max() < 1e-4 * np.abs(a).max()
+        assert (a.argmax(-1) == b.argmax(-1)).all()
+
+    assert shared_by_all(features_only) and features_only[0].cross_kv[0].shape == features.shape
+    close(rows)
+    for cache in (kv, features_only):
+        memo: dict = {}
+        for c in cache:
+            c.filter([0, 1, 4, 5], memo)  # the second segment is done
+    assert shared_by_all(features_only)
+    close([[int(t)] for t in rng.integers(0, 50000, 4)])
+    for m, cache in ((model, kv), (absorbed, features_only)):
+        new, memo = m.new_cache(features[1:2], group=2), {}
+        m.decoder(mx.array([[50257, 50362]] * 2), cache=new)
+        for c, n in zip(cache, new):
+            c.extend(n, memo)
+    assert shared_by_all(features_only) and features_only[0].cross_kv[0].shape[0] == 3
+    close([[int(t)] for t in rng.integers(0, 50000, 6)])
+
+    heads = default_heads(4, 6)
+    tokens = mx.array(rows[:2])
+    cross = [[tuple(a[:1] for a in c.cross_kv) for c in m.new_cache(features)] for m in (model, absorbed)]
+    (ha, sa), (hb, sb) = (m.decoder.forward_with_scores(tokens, c, heads) for m, c in zip((model, absorbed), cross))
+    assert np.abs(np.array(sa) - np.array(sb)).max() < 1e-4 * np.abs(np.array(sa)).max()
+    assert np.abs(np.array(ha) - np.array(hb)).max() < 1e-4 * np.abs(np.array(ha)).max()
+
+
 def test_int8_cross_kv_attends_like_the_full_precision_keys():
     from mlxbatchwhisper.kernels import cross_attention, dequantize_kv, quantize_kv
 
@@ -230,3 +276,37 @@ def test_int8_cross_kv_keeps_the_transcripts(name):
         assert mean_wer(int8) <= mean_wer(full) + 0.02
     with pytest.raises(ValueError, match="kv_bits"):
         BatchedWhisper.from_pretrained(name, kv_bits=4)
+    with pytest.raises(ValueError, match="choose one"):
+        BatchedWhisper.from_pretrained(name, kv_bits=8, absorb_cross_kv=True)
+
+
+def test_absorbed_cross_attention_keeps_the_transcripts():
+    """absorb_cross_kv on real weights: greedy, beam and word times as with keys and values (which
+    match openai-whisper's: test_decoding), each row batched."""
+    from mlxbatchwhisper import BatchedWhisper
+
+    english = [n for n in segment_names() if manifest()[n]["language"] == "en"]
+    audio = [corpus_audio(n) for n in english[:8]]
+    full, absorbed = (
+        BatchedWhisper.from_pretrained("tiny.en"),
+        BatchedWhisper.from_pretrained("tiny.en", absorb_cross_kv=True),
+    )
+    for options in ({"batch_size": 8}, {"batch_size": 3, "beam_size": 5}):
+        a, b = (m.transcribe(audio, temperature=0.0, **options) for m in (full, absorbed))
+        assert [r.tokens for r in b] == [r.tokens for r in a]
+    a, b = (m.transcribe(audio[:4], temperature=0.0, batch_size=4, word_timestamps=True) for m in (full, absorbed))
+    words = [[(w.word, w.start, w.end) for s in r.segments for w in s.words] for r in a]
+    assert [[(w.word, w.start, w.end) for s in r.segments for w in s.words] for r in b] == words
+
+
+def test_auto_batch_size_counts_what_cross_attention_keeps():
+    """batch_size="auto" fits more rows when the cross-attention K/V are int8, more still when absorbed."""
+    from mlxbatchwhisper.pipeline import auto_batch_size
+
+    model = load_model("tiny.en")
+    plain = auto_batch_size(model, limit=10**6)
+    model.decoder.kv_bits = 8
+    int8 = auto_batch_size(model, limit=10**6)
+    model.decoder.kv_bits = None
+    model.decoder.absorb()
+    assert plain < int8 < auto_batch_size(model, limit=10**6)
