@@ -40,6 +40,7 @@ VALUED = [
     ("print_progress", "True", True),
     ("threads", "2", 2),
     ("fp16", "False", False),
+    ("cross_kv", "absorbed", "absorbed"),
 ]
 
 
@@ -173,3 +174,27 @@ def test_cli_run_with_whisper_spellings(tmp_path):
     assert "hundred" in text.lower() and not re.search(r"\d", text)
     printed = re.findall(r"^\[\d\d:\d\d\.\d{3} --> \d\d:\d\d\.\d{3}\] (.*)$", run.stdout, re.M)
     assert printed == text.splitlines()
+
+
+def test_cross_kv_ways_give_the_same_transcript(tmp_path):
+    """--cross_kv absorbed and int8 load the model that way (tiny.en: the same text as full K/V here)."""
+    from mlxbatchwhisper.cli import transcribe as cli
+    from mlxbatchwhisper.pipeline import BatchedWhisper
+
+    loaded = []
+    real = BatchedWhisper.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        model = real(cls, *args, **kwargs)
+        loaded.append((model.model.decoder.kv_bits, model.model.decoder.absorbed))
+        return model
+
+    texts = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BatchedWhisper, "from_pretrained", classmethod(recording))
+        for way in ("full", "int8", "absorbed"):
+            out = tmp_path / way
+            assert cli.main([str(DATA / "d01.wav"), "-o", str(out), "-f", "txt", "--cross_kv", way]) == 0
+            texts[way] = (out / "d01.txt").read_text()
+    assert loaded == [(None, False), (8, False), (None, True)]
+    assert texts["int8"] == texts["absorbed"] == texts["full"] and texts["full"].strip()

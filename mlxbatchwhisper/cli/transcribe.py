@@ -80,7 +80,12 @@ class _Run:
 
             set_blas_threads(args.threads)
         try:
-            model = BatchedWhisper.from_pretrained(args.model, dtype=args.dtype)
+            model = BatchedWhisper.from_pretrained(
+                args.model,
+                dtype=args.dtype,
+                kv_bits=8 if args.cross_kv == "int8" else None,
+                absorb_cross_kv=args.cross_kv == "absorbed",
+            )
         except (FileNotFoundError, CheckpointError, ValueError) as e:
             return _error(e)
         try:

@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("dtype", choices=["float32", "float16", "bfloat16"], default=None, help="weights' type (default: from --fp16)")
     add("fp16", type=_bool, default=True, help="float16 on a GPU (default True); the CPU always uses float32")
     add("threads", type=int, default=0, help="CPU threads for matrix products (0: the BLAS library's default)")
+    add(
+        "cross_kv",
+        choices=["full", "int8", "absorbed"],
+        default="full",
+        help="how the decoder keeps each segment's cross-attention keys/values: full; int8 (half the memory); "
+        "absorbed (none: the audio features once, 2 x decoder layers less memory, same text on the CPU)",
+    )
 
     add(
         "temperature",
