@@ -161,11 +161,14 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=128, help="tokens per window")
+    parser.add_argument("--absorb", action="store_true", help="absorbed cross-attention (no K/V)")
     parser.add_argument("--variants", nargs="*", default=[], choices=["fused", "compile", "static", "check"])
     args = parser.parse_args()
     print(json.dumps(mlxbatchwhisper.runtime_info()), flush=True)
     model = Whisper(SHAPES[args.model], mx.float32 if mx.default_device() == mx.cpu else mx.float16)
     mx.eval(model.parameters())
+    if args.absorb:
+        model.decoder.absorb()
     traces = None
     if "fused" in args.variants:
         fuse_qkv(model)
@@ -190,7 +193,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     steps = calls["_launch"]
     print(
-        f"{args.model} batch {args.batch} {args.variants}: {len(windows) / wall:.1f} windows/s, "
+        f"{args.model}{' absorbed' if args.absorb else ''} batch {args.batch} {args.variants}: "
+        f"{len(windows) / wall:.1f} windows/s, "
         f"{wall:.2f} s, {steps} steps"
     )
     for name in spent:
