@@ -297,6 +297,12 @@ def test_absorbed_cross_attention_keeps_the_transcripts():
     a, b = (m.transcribe(audio[:4], temperature=0.0, batch_size=4, word_timestamps=True) for m in (full, absorbed))
     words = [[(w.word, w.start, w.end) for s in r.segments for w in s.words] for r in a]
     assert [[(w.word, w.start, w.end) for s in r.segments for w in s.words] for r in b] == words
+    others = [corpus_audio(n) for n in segment_names() if manifest()[n]["language"] != "en"][:3]
+    a, b = (  # multilingual: language detection reads the cross-attention too
+        BatchedWhisper.from_pretrained("base", absorb_cross_kv=absorb).transcribe(others, temperature=0.0)
+        for absorb in (False, True)
+    )
+    assert [(r.language, r.tokens) for r in b] == [(r.language, r.tokens) for r in a]
 
 
 def test_auto_batch_size_counts_what_cross_attention_keeps():
