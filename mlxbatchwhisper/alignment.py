@@ -19,7 +19,7 @@ import numpy as np
 
 from .audio import HOP_LENGTH
 from .cache import shared
-from .kernels import dtw_token_starts_cuda, logsumexp, native_median, softmax
+from .kernels import CrossKV, dtw_token_starts_cuda, logsumexp, native_median, softmax
 from .kernels import median_filter as native_median_filter
 from .model import Whisper
 
@@ -36,7 +36,7 @@ class AlignmentRow:
     prefix: tuple[int, ...]  # start-of-transcript sequence and <|notimestamps|>
     text_tokens: tuple[int, ...]
     num_samples: int  # of the audio the segment holds (16 kHz)
-    cross_kv: list[tuple[mx.array, mx.array]] | None = None  # per layer, if the decoder kept them
+    cross_kv: list[CrossKV] | None = None  # per layer, if the decoder kept them
 
 
 @dataclass(frozen=True)

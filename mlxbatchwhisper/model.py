@@ -16,6 +16,7 @@ import mlx.nn as nn
 from .cache import KVCache
 from .heads import Heads, default_heads
 from .kernels import CrossKV, attention, cross_attention, dequantize_kv, gelu, quantize_kv
+from .quantize import float_weight
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,10 @@ class MultiHeadAttention(nn.Module):
 
     def absorb(self) -> None:
         """Keep the key and value projections as (H, D_head, D) matrices, so that cross-attention
-        can run against the audio features themselves (`attend_features`)."""
+        can run against the audio features themselves (`attend_features`). Views of the weights;
+        a quantized model's are dequantized copies (2 × D² values a layer)."""
         h = self.n_head
-
-        def weight(layer: nn.Module) -> mx.array:
-            if isinstance(layer, nn.QuantizedLinear):
-                return mx.dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
-            return layer.weight
-
-        wk, wv = weight(self.key), weight(self.value)
+        wk, wv = float_weight(self.key), float_weight(self.value)
         self.absorbed = (
             wk.reshape(h, -1, wk.shape[-1]),
             wv.reshape(h, -1, wv.shape[-1]),
@@ -103,7 +99,7 @@ class MultiHeadAttention(nn.Module):
         self,
         x: mx.array,
         mask: mx.array | str | None = None,
-        kv: tuple[mx.array, mx.array] | None = None,
+        kv: CrossKV | None = None,
         cache: KVCache | None = None,
     ) -> mx.array:
         """Self-attention over x, or cross-attention against precomputed `kv`."""
@@ -147,7 +143,7 @@ class ResidualAttentionBlock(nn.Module):
         self,
         x: mx.array,
         mask: mx.array | str | None = None,
-        cross_kv: tuple[mx.array, mx.array] | None = None,
+        cross_kv: CrossKV | None = None,
         cache: KVCache | None = None,
     ) -> mx.array:
         x = x + self.attn(self.attn_ln(x), mask=mask, cache=cache)
@@ -155,9 +151,7 @@ class ResidualAttentionBlock(nn.Module):
             x = x + self.cross_attn(self.cross_attn_ln(x), kv=cross_kv)
         return x + self.mlp2(gelu(self.mlp1(self.mlp_ln(x))))
 
-    def with_scores(
-        self, x: mx.array, cross_kv: tuple[mx.array, mx.array], heads: list[int]
-    ) -> tuple[mx.array, mx.array | None]:
+    def with_scores(self, x: mx.array, cross_kv: CrossKV, heads: list[int]) -> tuple[mx.array, mx.array | None]:
         """A causal pass of whole sequences that also returns the cross-attention scores of `heads`."""
         x = x + self.attn(self.attn_ln(x), mask="causal")
         h = self.cross_attn_ln(x)
@@ -212,7 +206,7 @@ class TextDecoder(nn.Module):
             block.cross_attn.absorb()
         self.absorbed = True
 
-    def cross_kv(self, audio_features: mx.array) -> list[tuple[mx.array, mx.array]]:
+    def cross_kv(self, audio_features: mx.array) -> list[CrossKV]:
         """Cross-attention keys/values of each layer, computed once per audio (contiguous, so that
         every decoding step reads them in place rather than copying a transposed view).
 
@@ -260,9 +254,7 @@ class TextDecoder(nn.Module):
             x = block(x, mask=mask, cross_kv=cross[i], cache=None if cache is None else cache[i])
         return self.ln(x)
 
-    def forward_with_scores(
-        self, tokens: mx.array, cross: list[tuple[mx.array, mx.array]], heads: Heads
-    ) -> tuple[mx.array, mx.array]:
+    def forward_with_scores(self, tokens: mx.array, cross: list[CrossKV], heads: Heads) -> tuple[mx.array, mx.array]:
         """Hidden states of whole (right-padded) sequences and the cross-attention scores of the
         (layer, head) pairs `heads`, stacked as (B, len(heads), T, n_audio) in the order given.
 

@@ -16,7 +16,8 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import CHUNK_LENGTH, log_mel_spectrogram
-from .cache import KVCache
+from .cache import KVCache, shared
+from .kernels import CrossKV
 from .model import Whisper
 from .options import DecodingOptions, Pass
 from .tokenizer import Tokenizer, language_code
@@ -39,7 +40,7 @@ class Item:
     language: str | None = None
     language_probs: dict[str, float] | None = None
     duration: float = float(CHUNK_LENGTH)
-    cross_kv: list[tuple[mx.array, mx.array]] | None = None  # the decoder's audio K/V, if kept for word timing
+    cross_kv: list[CrossKV] | None = None  # the decoder's audio K/V, if kept for word timing
     seed: int = 0
 
 
@@ -70,9 +71,7 @@ class AudioEncoder:
         return mx.concatenate(parts)
 
 
-def detect_languages(
-    model: Whisper, tokenizer: Tokenizer, cross: list[tuple[mx.array, mx.array]]
-) -> list[tuple[str, dict[str, float]]]:
+def detect_languages(model: Whisper, tokenizer: Tokenizer, cross: list[CrossKV]) -> list[tuple[str, dict[str, float]]]:
     """Each audio row's most likely language and the probabilities of all, from its cross-attention
     K/V (one pair per decoder layer), as openai-whisper's `detect_language` does."""
     cache = [KVCache(kv) for kv in cross]
@@ -122,7 +121,8 @@ class Prefill:
         per_row = [(init, p.rows) for init, (_, p) in zip(initial, entries)]
         pads = [width - len(init) for init, n in per_row for _ in range(n)]
         if any(c != 1 for c in copies):  # rows of their own (samples of best_of): one copy of the K/V each
-            cross = [tuple(a[audio_row] for a in kv) for kv in cross]
+            memo: dict = {}  # an array the layers share (absorbed: the features) is copied once
+            cross = [tuple(shared(memo, (a,), lambda a=a: a[audio_row]) for a in kv) for kv in cross]
         cache = [KVCache(kv, pads, group=group, reserve=width + self.sample_len) for kv in cross]
         prompts = mx.array([[0] * (width - len(init)) + list(init) for init, n in per_row for _ in range(n)])
         hidden = model.decoder(prompts, cache=cache)
@@ -136,7 +136,7 @@ class Prefill:
             [min(self.sample_len, self.n_ctx - len(init) + 1) for init in initial],
         )
 
-    def _languages(self, items: list[Item], cross: list[tuple[mx.array, mx.array]]) -> None:
+    def _languages(self, items: list[Item], cross: list[CrossKV]) -> None:
         """Per-item language detection from the logits after <|startoftranscript|> alone."""
         tok = self.tokenizer
         if not tok.multilingual:
@@ -149,7 +149,10 @@ class Prefill:
         todo = [i for i, it in enumerate(items) if it.language is None]
         if todo:
             idx = mx.array(todo)
-            found = detect_languages(self.model, tok, [tuple(a[idx] for a in kv) for kv in cross])
+            memo: dict = {}
+            found = detect_languages(
+                self.model, tok, [tuple(shared(memo, (a,), lambda a=a: a[idx]) for a in kv) for kv in cross]
+            )
             for i, (code, probs) in zip(todo, found):
                 items[i].language, items[i].language_probs = code, probs
 

@@ -73,6 +73,13 @@ def apply_quantization(model: nn.Module, quantization: dict, weights: dict[str, 
     nn.quantize(model, quantization["group_size"], quantization["bits"], class_predicate=predicate)
 
 
+def float_weight(layer: nn.Module) -> mx.array:
+    """A linear or embedding layer's weight as a float matrix (dequantized if the layer is quantized)."""
+    if isinstance(layer, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+        return mx.dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
+    return layer.weight
+
+
 def dequantize_model(model: nn.Module) -> int:
     """Replace quantized layers by float ones holding the dequantized weights; return how many.
 
@@ -82,22 +89,19 @@ def dequantize_model(model: nn.Module) -> int:
     """
     replaced = 0
 
-    def dequantized(layer: nn.Module) -> mx.array:
-        return mx.dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
-
     def swap(module: nn.Module) -> None:
         nonlocal replaced
         for name, child in module.children().items():
             children = child if isinstance(child, list) else [child]
             for i, c in enumerate(children):
                 if isinstance(c, nn.QuantizedLinear):
-                    weight = dequantized(c)
+                    weight = float_weight(c)
                     new = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in c)
                     new.weight = weight.astype(c.scales.dtype)
                     if "bias" in c:
                         new.bias = c.bias
                 elif isinstance(c, nn.QuantizedEmbedding):
-                    weight = dequantized(c)
+                    weight = float_weight(c)
                     new = nn.Embedding(*weight.shape)
                     new.weight = weight.astype(c.scales.dtype)
                 elif isinstance(c, nn.Module):

@@ -19,6 +19,7 @@ import numpy as np
 
 from .alignment import AlignmentRow, TokenAlignment, align_tokens
 from .audio import SAMPLE_RATE
+from .kernels import CrossKV
 from .model import Whisper
 from .prefill import Item
 from .results import DecodingResult, Segment, Word
@@ -197,7 +198,7 @@ class WordJob:
     num_samples: int
     offset: float = 0.0  # the window's start on the segments' timeline
     last_speech: float = 0.0  # where the speech before the window ended, on that timeline
-    cross_kv: list[tuple[mx.array, mx.array]] | None = None  # the decoder's, when it kept them
+    cross_kv: list[CrossKV] | None = None  # the decoder's, when it kept them
 
 
 class WordAligner:

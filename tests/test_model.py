@@ -305,11 +305,45 @@ def test_absorbed_cross_attention_keeps_the_transcripts():
     assert [(r.language, r.tokens) for r in b] == [(r.language, r.tokens) for r in a]
 
 
-def test_auto_batch_size_counts_what_cross_attention_keeps():
+def test_absorbed_cross_attention_of_a_quantized_model():
+    """A quantized model's key/value projections are dequantized once for the absorbed path."""
+    import mlx.nn as nn
+
+    model, absorbed = load_model("tiny.en"), load_model("tiny.en")
+    for m in (model, absorbed):
+        nn.quantize(m.decoder, group_size=64, bits=4)
+    absorbed.decoder.absorb()
+    assert isinstance(absorbed.decoder.blocks[0].cross_attn.key, nn.QuantizedLinear)
+    mel, _ = log_mel_spectrogram([corpus_audio("d01")])
+    features = model.embed_audio(mel)
+    tokens = [[50257, 50362, 383, 1110, 318]]
+    a = incremental(model, model.new_cache(features), tokens)
+    b = incremental(absorbed, absorbed.new_cache(features), tokens)
+    assert np.abs(a - b).max() < 1e-3 * np.abs(a).max() and a.argmax() == b.argmax()
+
+
+def test_absorbed_features_stay_shared_when_sampled_rows_copy_them():
+    """Samples of best_of take rows of their own: the prefill copies each segment's audio per row,
+    once for all layers when they share one features array (absorbed)."""
+    from mlxbatchwhisper.options import DecodingOptions
+    from mlxbatchwhisper.prefill import AudioEncoder, Item, Prefill
+
+    model = load_model("tiny.en")
+    model.decoder.absorb()
+    options = DecodingOptions.of(None, temperature=0.5, best_of=3)
+    prefill = Prefill(model, get_tokenizer(multilingual=False), options, AudioEncoder(model))
+    sampled = options.passes()[0]
+    new = prefill([(Item(key=n, audio=corpus_audio(n)), sampled) for n in ("d01", "d02")])
+    features = new.cache[0].cross_kv[0]
+    assert features.shape[0] == 6 and all(c.cross_kv[0] is features for c in new.cache)
+
+
+def test_auto_batch_size_counts_what_cross_attention_keeps(monkeypatch):
     """batch_size="auto" fits more rows when the cross-attention K/V are int8, more still when absorbed."""
     from mlxbatchwhisper.pipeline import auto_batch_size
 
     model = load_model("tiny.en")
+    monkeypatch.setattr(mx, "device_info", lambda: {"memory_size": 64 * 2**30})  # the same free memory each time
     plain = auto_batch_size(model, limit=10**6)
     model.decoder.kv_bits = 8
     int8 = auto_batch_size(model, limit=10**6)

@@ -445,6 +445,22 @@ def test_an_interrupt_a_library_swallows_still_stops_the_command(tmp_path, monke
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
 
+def test_an_ignored_ctrl_c_stays_ignored():
+    """A command started with SIGINT ignored (`cmd &` in a script) is not made interruptible by it."""
+    from mlxbatchwhisper.cli import interrupts_unwind
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts_unwind():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (before[1], signal.SIG_IGN)
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing is raised
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == before[1]
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+
+
 def test_a_closed_stdout_is_not_an_error(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     files = [str(DATA / f"d0{i}.wav") for i in (1, 2, 3)]

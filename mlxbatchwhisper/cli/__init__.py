@@ -34,9 +34,12 @@ def interrupts_unwind() -> Iterator[Interrupts]:
         interrupts.received = signum
         raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {}
     try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(s) is not signal.SIG_IGN:  # a signal the caller ignores stays ignored
+                previous[s] = signal.signal(s, interrupt)
         yield interrupts
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: set outside Python

@@ -147,7 +147,6 @@ class _Run:
             **options,
         )
         for k, result in results:
-            self.interrupts.check()
             path = files[k]
             if isinstance(result, Exception):
                 failed.append(path)
@@ -163,6 +162,7 @@ class _Run:
                 f"{path}: {len(result['segments'])} segments, language {result['language']} -> "
                 f"{', '.join(str(p) for p in written)}"
             )
+            self.interrupts.check()  # after writing: a file decoded before the signal is kept
         self.close()
         return failed, total, time.perf_counter() - start
 
