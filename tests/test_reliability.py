@@ -399,6 +399,12 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlxbatchwhisper.cli.transcribe", *args]
 
 
+def at_a_terminal() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background (CI) ignores SIGINT, and
+    its children inherit that, which the command honours (`test_an_ignored_ctrl_c_stays_ignored`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     files = [str(DATA / "long_form.wav")] * 3
@@ -408,6 +414,7 @@ def test_ctrl_c_exits_130_with_one_line_and_no_traceback(tmp_path):
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=at_a_terminal,
     )
     seen = b""
     while b"audio:" not in seen:  # the progress bar: the model is loaded and decoding has begun
@@ -437,12 +444,18 @@ def test_an_interrupt_a_library_swallows_still_stops_the_command(tmp_path, monke
         yield from real(self, *args, **kwargs)
 
     monkeypatch.setattr(BatchedWhisper, "transcribe_audio_iter", swallowing)
+    ignored = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (see `at_a_terminal`)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     files = [str(DATA / f"d0{i}.wav") for i in (1, 2, 3)]
-    assert cli([*files, "-o", str(tmp_path), "--batch-size", "1"]) == 130
+    try:
+        assert cli([*files, "-o", str(tmp_path), "--batch-size", "1"]) == 130
+    finally:
+        restored = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGINT, ignored)
     assert "interrupted: 0/3 files completed" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    assert restored == handlers
 
 
 def test_an_ignored_ctrl_c_stays_ignored():
