@@ -177,6 +177,13 @@ def shared(memo: dict | None, arrays: tuple[mx.array, ...], make: Callable[[], m
     return memo[key][1]
 
 
+def take_rows(cross: Sequence[tuple[mx.array, ...]], rows: mx.array) -> list[tuple[mx.array, ...]]:
+    """Every layer's cross-attention arrays at `rows` (first axis); an array layers share (absorbed:
+    the features) is taken once and stays shared."""
+    memo: dict = {}
+    return [tuple(shared(memo, (a,), lambda a=a: a[rows]) for a in kv) for kv in cross]
+
+
 def _left_pad(kv, pad: int, batch: int, like: mx.array) -> tuple[mx.array, mx.array]:
     keys, values = kv
     if keys is None:  # a cache that has seen no tokens yet: zeros shaped like the other's

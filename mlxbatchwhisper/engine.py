@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import numpy as np
 
-from .cache import KVCache, shared
+from .cache import KVCache, take_rows
 from .model import Whisper
 from .options import DecodingOptions, Pass, check_finite
 from .prefill import AudioEncoder, Encoder, Item, Prefill
@@ -201,11 +201,7 @@ class Engine:
                 continue
             item = job.item
             if self.keep_cross_kv:  # a copy of the segment's audio row: the batch's arrays change as rows leave
-                row = mx.array([first // self.group])
-                memo: dict = {}
-                item.cross_kv = [
-                    tuple(shared(memo, (a,), lambda a=a, row=row: a[row]) for a in c.cross_kv) for c in batch.cache
-                ]
+                item.cross_kv = take_rows([c.cross_kv for c in batch.cache], mx.array([first // self.group]))
                 mx.async_eval(item.cross_kv)
             yield item, result
             item.features = item.cross_kv = None  # once the consumer has taken what it needs

@@ -16,7 +16,7 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import CHUNK_LENGTH, log_mel_spectrogram
-from .cache import KVCache, shared
+from .cache import KVCache, take_rows
 from .kernels import CrossKV
 from .model import Whisper
 from .options import DecodingOptions, Pass
@@ -121,8 +121,7 @@ class Prefill:
         per_row = [(init, p.rows) for init, (_, p) in zip(initial, entries)]
         pads = [width - len(init) for init, n in per_row for _ in range(n)]
         if any(c != 1 for c in copies):  # rows of their own (samples of best_of): one copy of the K/V each
-            memo: dict = {}  # an array the layers share (absorbed: the features) is copied once
-            cross = [tuple(shared(memo, (a,), lambda a=a: a[audio_row]) for a in kv) for kv in cross]
+            cross = take_rows(cross, audio_row)
         cache = [KVCache(kv, pads, group=group, reserve=width + self.sample_len) for kv in cross]
         prompts = mx.array([[0] * (width - len(init)) + list(init) for init, n in per_row for _ in range(n)])
         hidden = model.decoder(prompts, cache=cache)
@@ -148,11 +147,7 @@ class Prefill:
                 it.language = language_code(it.language)
         todo = [i for i, it in enumerate(items) if it.language is None]
         if todo:
-            idx = mx.array(todo)
-            memo: dict = {}
-            found = detect_languages(
-                self.model, tok, [tuple(shared(memo, (a,), lambda a=a: a[idx]) for a in kv) for kv in cross]
-            )
+            found = detect_languages(self.model, tok, take_rows(cross, mx.array(todo)))
             for i, (code, probs) in zip(todo, found):
                 items[i].language, items[i].language_probs = code, probs
 
