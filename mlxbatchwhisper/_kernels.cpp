@@ -1,7 +1,8 @@
 // Float32 CPU kernels as MLX primitives: softmax over the last axis, exact GELU, row-wise
 // log-sum-exp and top-k, an LSTM's recurrence (Silero VAD's), a median filter along rows (word
-// alignment's), and attention of a few queries per head against precomputed keys and values (a
-// decoding step's cross-attention; the beams of a segment share their keys and values).
+// alignment's), attention of a few queries per head against precomputed keys and values (a
+// decoding step's cross-attention; the beams of a segment share their keys and values), and
+// self-attention of long sequences (the encoder's) one head at a time.
 //
 // MLX's Linux CPU build computes exp and erf one element at a time; the loops (_kernel_loops.h) are
 // vectorized by the compiler and split over a persistent thread pool. Each kernel is an MLX
@@ -178,6 +179,73 @@ class Attend : public mx::UnaryPrimitive {
   float scale_;
 };
 
+// The BLAS MLX multiplies with: the one mlxbatchwhisper.runtime bound globally, else libmlx's own.
+extern "C" void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float* a,
+                            int lda, const float* b, int ldb, float beta, float* c, int ldc);
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+// softmax(q kᵀ·scale) v for q, k, v (B, H, T, D), one head at a time: its scores (T × S) in one
+// scratch buffer, the two products the BLAS's on q, k, v's strided rows, as MLX's q·scale @ kᵀ and
+// p @ v would be (the same results when the scale is a power of two: Whisper's 1/√64), the output laid
+// out (B, T, H, D), what the output projection reads: no transposed copy on either side.
+class HeadAttention : public mx::UnaryPrimitive {
+ public:
+  HeadAttention(mx::Stream s, float scale) : mx::UnaryPrimitive(s), scale_(scale) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
+    const int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3), S = k.shape(2);
+    out.set_data(mx::allocator::malloc(out.nbytes()), out.size(), {T * H * D, D, H * D, 1},
+                 {true, H == 1 || T == 1, false});
+    auto in_place = [D](const mx::array& x) { return x.strides(3) == 1 && x.strides(2) >= D; };
+    bool pack = !(in_place(q) && in_place(k) && in_place(v));
+    // one head's scores, then (when an operand's rows cannot be read in place) its q, k, v packed
+    mx::array scratch({static_cast<int>(T * S + (pack ? 3 * std::max(T, S) * D : 0))}, mx::float32, nullptr, {});
+    scratch.set_data(mx::allocator::malloc(scratch.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(q);
+    enc.set_input_array(k);
+    enc.set_input_array(v);
+    enc.set_output_array(out);
+    enc.add_temporary(scratch);
+    enc.dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
+                  v = mx::array::unsafe_weak_copy(v), out = mx::array::unsafe_weak_copy(out),
+                  scratch = mx::array::unsafe_weak_copy(scratch), B, H, T, D, S, pack, scale = scale_]() mutable {
+      float *scores = scratch.data<float>(), *packed = scores + T * S;
+      float* po = out.data<float>();
+      // one head's (length × D) matrix of x and its row stride: in place when unit-stride, else packed
+      auto head = [&](const mx::array& x, int64_t b, int64_t h, int64_t length,
+                      int slot) -> std::pair<const float*, int64_t> {
+        const auto& st = x.strides();
+        const float* base = x.data<float>() + b * st[0] + h * st[1];
+        if (!pack) return {base, st[2]};
+        float* dst = packed + slot * std::max(T, S) * D;
+        for (int64_t t = 0; t < length; t++)
+          for (int64_t d = 0; d < D; d++) dst[t * D + d] = base[t * st[2] + d * st[3]];
+        return {dst, D};
+      };
+      for (int64_t b = 0; b < B; b++) {
+        for (int64_t h = 0; h < H; h++) {
+          auto [pq, lq] = head(q, b, h, T, 0);
+          auto [pk, lk] = head(k, b, h, S, 1);
+          auto [pv, lv] = head(v, b, h, S, 2);
+          cblas_sgemm(kRowMajor, kNoTrans, kTrans, T, S, D, scale, pq, lq, pk, lk, 0.f, scores, S);
+          pool().run(T, [&](int64_t i, int64_t e) { softmax_rows(scores + i * S, scores + i * S, e - i, S); });
+          cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, T, D, S, 1.f, scores, S, pv, lv, 0.f, po + b * T * H * D + h * D,
+                      H * D);
+        }
+      }
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperHeadAttention"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return static_cast<const HeadAttention&>(other).scale_ == scale_;
+  }
+
+ private:
+  float scale_;
+};
+
 class Lstm : public mx::Primitive {
  public:
   explicit Lstm(mx::Stream s) : mx::Primitive(s) {}
@@ -277,6 +345,18 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
   return mx::array(qc.shape(), mx::float32, std::make_shared<Attend>(cpu_stream(), scale), {qc, kc, vc});
 }
 
+mx::array head_attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale) {
+  for (const auto* x : {&q, &k, &v})
+    if (x->dtype() != mx::float32 || x->ndim() != 4)
+      throw std::invalid_argument("head_attention: float32 (B, H, T, D) expected");
+  if (k.shape() != v.shape() || q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3) ||
+      q.shape(2) == 0 || k.shape(2) == 0 || q.shape(3) == 0)
+    throw std::invalid_argument("head_attention: q (B, H, T, D), k and v (B, H, S, D), none empty, expected");
+  if (static_cast<int64_t>(q.shape(2)) * k.shape(2) > (int64_t{1} << 30))
+    throw std::invalid_argument("head_attention: at most 2^30 scores a head");
+  return mx::array(q.shape(), mx::float32, std::make_shared<HeadAttention>(cpu_stream(), scale), {q, k, v});
+}
+
 std::vector<mx::array> lstm(const mx::array& gates, const mx::array& wh, const mx::array& h0, const mx::array& c0) {
   auto g = checked(gates, "lstm"), w = checked(wh, "lstm"), h = checked(h0, "lstm"), c = checked(c0, "lstm");
   if (g.ndim() != 3 || w.ndim() != 2 || w.shape(0) != 4 * w.shape(1) || g.shape(2) != w.shape(0) ||
@@ -311,6 +391,9 @@ NB_MODULE(_kernels, m) {
         "[indices, values] of the k largest of each last-axis row, largest first (lazy, on the CPU).");
   m.def("attend", &attention, "q"_a, "k"_a, "v"_a, "scale"_a,
         "softmax(q kᵀ·scale) v for q (units, nq, dim) against k, v (units, length, dim) (lazy, on the CPU).");
+  m.def("head_attention", &head_attention, "q"_a, "k"_a, "v"_a, "scale"_a,
+        "softmax(q kᵀ·scale) v for q (B, H, T, D) and k, v (B, H, S, D), a head at a time; the result is laid "
+        "out (B, T, H, D) in memory (lazy, on the CPU).");
   m.def("lstm", &lstm, "gates"_a, "wh"_a, "h0"_a, "c0"_a,
         "[hidden (B, T, H), last cell (B, H)] of an LSTM over gates x·Wxᵀ + b (B, T, 4H) (lazy, on the CPU).");
   m.def("median_filter", &median_filter, "x"_a, "lengths"_a, "width"_a,

@@ -273,15 +273,8 @@ def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | str | None
     scale = q.shape[-1] ** -0.5
     if mask is not None or not _native(q, q.shape[2]):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
-    # row by row, each after the one before (mx.depends), so a few rows' scores (H·T² floats each) are
-    # alive at once, not B·H·T²; the softmax writes over its scores' buffer (MLX donates it)
-    outputs: list[mx.array] = []
-    for b in range(q.shape[0]):
-        qb = q[b] * scale
-        if outputs:
-            (qb,) = mx.depends([qb], [outputs[-1]])
-        outputs.append(_kernels.softmax(qb @ k[b].swapaxes(-1, -2)) @ v[b])
-    return mx.stack(outputs)
+    # a head at a time: one head's scores (T² floats) alive, not B·H·T²; laid out (B, T, H, D)
+    return _kernels.head_attention(q, k, v, scale)
 
 
 def quantize_kv(k: mx.array, v: mx.array) -> CrossKV:

@@ -151,6 +151,29 @@ def test_encoder_attention_and_gelu_match_mlx():
     assert np.abs(np.array(kernels.gelu(x * 1)) - np.array(nn.gelu(x))).max() < 1e-5  # a donated buffer
 
 
+def as_heads(x: mx.array, heads: int) -> mx.array:
+    """(B, T, H·D) → the (B, H, T, D) view the model's attention takes (rows strided by H·D)."""
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(0, 2, 1, 3)
+
+
+@pytest.mark.parametrize("layout", ["model's views", "contiguous", "last axis strided"])
+def test_encoder_attention_is_mlx_products_on_any_layout(threads, layout):
+    """A head at a time through the BLAS: the same numbers as MLX's q·scale @ kᵀ, softmax, @ v."""
+    threads(2)
+    keys = mx.random.split(mx.random.key(5), 3)
+    q, k, v = (as_heads(mx.random.normal((2, n, 6 * 64), key=kk), 6) for kk, n in zip(keys, (150, 170, 170)))
+    if layout == "contiguous":
+        q, k, v = (mx.contiguous(x) for x in (q, k, v))
+    elif layout == "last axis strided":
+        q, k, v = (mx.contiguous(x.swapaxes(-1, -2)).swapaxes(-1, -2) for x in (q, k, v))
+    mx.eval(q, k, v)
+    ref = K.softmax((q * 0.125) @ k.swapaxes(-1, -2)) @ v
+    out = kernels.attention(q, k, v)
+    assert out.shape == (2, 6, 150, 64) and mx.array_equal(out, ref).item()
+    sdpa = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
+    assert mx.abs(out - sdpa).max().item() < 1e-5
+
+
 def test_short_or_half_precision_inputs_use_mlx():
     x = mx.random.normal((1, 8, 32))
     assert not kernels._native(x, x.shape[-2])
@@ -181,6 +204,10 @@ def test_wrong_inputs_are_refused():
         K.topk(mx.zeros((2, 10)), 11)
     with pytest.raises(ValueError, match="units"):
         K.attend(mx.zeros((2, 1, 64)), mx.zeros((2, 10, 64)), mx.zeros((2, 11, 64)), 0.1)
+    with pytest.raises(ValueError, match="head_attention"):
+        K.head_attention(mx.zeros((1, 2, 10, 64)), mx.zeros((1, 3, 10, 64)), mx.zeros((1, 3, 10, 64)), 0.1)
+    with pytest.raises(ValueError, match="head_attention"):
+        K.head_attention(mx.zeros((1, 2, 10, 64)), mx.zeros((1, 2, 0, 64)), mx.zeros((1, 2, 0, 64)), 0.1)
     with pytest.raises(ValueError, match="odd width"):
         K.median_filter(mx.zeros((2, 10)), mx.array([10, 10]), 4)
     with pytest.raises(ValueError, match="lengths"):
@@ -214,15 +241,16 @@ def test_logsumexp_rows_match_mlx_including_masked_rows():
     assert np.abs(ours[:-1] - ref[:-1]).max() < 1e-5 * np.abs(ref[:-1]).max()
 
 
-def test_encoder_attention_does_not_hold_every_rows_scores_at_once():
-    """Rows run one after another; without that, MLX computes all B rows' scores before any softmax."""
+def test_encoder_attention_holds_one_heads_scores_at_a_time():
+    """MLX's own products would hold every row's and head's scores (16 × 6 × 1000² floats) at once."""
     q, k, v = (mx.random.normal((16, 6, 1000, 64), key=kk) for kk in mx.random.split(mx.random.key(9), 3))
     mx.eval(q, k, v)
-    row_of_scores = 6 * 1000 * 1000 * 4
+    head_of_scores = 1000 * 1000 * 4
     base = mx.get_active_memory()
     mx.reset_peak_memory()
-    mx.eval(kernels.attention(q, k, v))
-    assert mx.get_peak_memory() - base < 12 * row_of_scores
+    out = kernels.attention(q, k, v)
+    mx.eval(out)
+    assert mx.get_peak_memory() - base < out.nbytes + 2 * head_of_scores
 
 
 @pytest.mark.parametrize("n", [1, 2])
