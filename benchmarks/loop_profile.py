@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from throughput import SHAPES  # noqa: E402
 
 from mlxbatchwhisper import BatchedWhisper  # noqa: E402
-from mlxbatchwhisper import engine  # noqa: E402
+from mlxbatchwhisper import engine, prefill  # noqa: E402
 from mlxbatchwhisper.kernels import attention, gelu  # noqa: E402
 from mlxbatchwhisper.model import MultiHeadAttention, ResidualAttentionBlock, Whisper  # noqa: E402
 
@@ -163,7 +163,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=128, help="tokens per window")
     parser.add_argument("--absorb", action="store_true", help="absorbed cross-attention (no K/V)")
     parser.add_argument("--variants", nargs="*", default=[], choices=["fused", "compile", "static", "check"])
+    parser.add_argument("--encoder-batch", type=int, help="windows per encoder call on a GPU (default: the engine's)")
     args = parser.parse_args()
+    if args.encoder_batch:
+        prefill.AudioEncoder.GPU_BATCH = args.encoder_batch
     print(json.dumps(mlxbatchwhisper.runtime_info()), flush=True)
     model = Whisper(SHAPES[args.model], mx.float32 if mx.default_device() == mx.cpu else mx.float16)
     mx.eval(model.parameters())
@@ -193,7 +196,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     steps = calls["_launch"]
     print(
-        f"{args.model}{' absorbed' if args.absorb else ''} batch {args.batch} {args.variants}: "
+        f"{args.model}{' absorbed' if args.absorb else ''} batch {args.batch} {args.variants}"
+        f" encoder batch {prefill.AudioEncoder.GPU_BATCH}: "
         f"{len(windows) / wall:.1f} windows/s, "
         f"{wall:.2f} s, {steps} steps"
     )

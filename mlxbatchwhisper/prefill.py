@@ -67,7 +67,10 @@ class AudioEncoder:
         for start in range(0, len(audios), self.batch):
             mel, _ = log_mel_spectrogram(audios[start : start + self.batch], self.model.dims.n_mels)
             parts.append(self.model.embed_audio(mel))
-            mx.eval(parts[-1])
+            mx.async_eval(parts[-1])  # queued while the call before finishes: the device never waits for the host
+            if len(parts) > 1:
+                mx.eval(parts[-2])  # and no more than two calls' activations are alive
+        mx.eval(parts[-1])
         return mx.concatenate(parts)
 
 
