@@ -1,48 +1,100 @@
 #!/usr/bin/env python3
 """One-query attention on CUDA: our kernel (kernels._attend_one_cuda) against MLX's sdpa.
 
-For each dtype and (batch, heads) shape at 1500 keys, prints the largest difference from a
-float32 reference and both times with the bandwidth they reach. Needs MLX's CUDA backend.
-Usage: python benchmarks/cuda_attention.py
+Each call is timed inside a chain of 32 (each query the previous output, as a decoding step's 32
+layers are), so launch latency does not count. For each dtype and (batch, heads) shape at 1500 keys,
+prints the largest difference from a float32 reference and both times with the bandwidth they reach.
+`--variants` also times the kernel with other unrolls (keys per lane group in flight) and warps a block,
+float16 only. Needs MLX's CUDA backend.
+Usage: python benchmarks/cuda_attention.py [--variants]
 """
 
+import argparse
 import time
 
 import mlx.core as mx
 
-import mlxbatchwhisper  # noqa: F401  (runtime set-up first)
+import mlxbatchwhisper  # noqa: F401  (runtime set-up)
 from mlxbatchwhisper import kernels
 
+CHAIN = 32
+SHAPES = ((1, 20), (16, 6), (16, 20), (64, 20), (128, 20))
 
-def best_ms(fn, n: int = 30) -> float:
-    mx.eval(fn())
+
+def chained_ms(fn, q: mx.array, rounds: int = 5) -> float:
+    """Best time of one call, over `rounds` chains of CHAIN calls."""
+
+    def chain() -> mx.array:
+        x = q
+        for _ in range(CHAIN):
+            x = fn(x)
+        return x
+
+    mx.eval(chain())
     mx.synchronize()
-    start = time.perf_counter()
-    for _ in range(n):
-        mx.eval(fn())
-    mx.synchronize()
-    return (time.perf_counter() - start) / n * 1000
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        mx.eval(chain())
+        mx.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best / CHAIN * 1000
+
+
+def variant(unroll: int, warps: int, k: mx.array, v: mx.array):
+    """Our kernel with `unroll` groups of 4 keys a warp in flight and `warps` warps a block."""
+    kernel = mx.fast.cuda_kernel(
+        name=f"one_query_u{unroll}_w{warps}",
+        input_names=["q", "k", "v", "scale"],
+        output_names=["out"],
+        source=kernels._ONE_QUERY_CUDA.replace("U = 2,", f"U = {unroll},"),
+        header=kernels._ONE_QUERY_HEADER,
+    )
+    scale = mx.array([0.125], mx.float32)
+    batch, heads, length, _ = k.shape
+
+    def call(q: mx.array) -> mx.array:
+        (out,) = kernel(
+            inputs=[q, k, v, scale],
+            template=[("T", q.dtype), ("L", length), ("WARPS", warps)],
+            grid=(batch * heads * 32 * warps, 1, 1),
+            threadgroup=(32 * warps, 1, 1),
+            output_shapes=[q.shape],
+            output_dtypes=[q.dtype],
+        )
+        return out
+
+    return call
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", action="store_true", help="also other unrolls and warps (float16)")
+    args = parser.parse_args()
     for dtype in (mx.float16, mx.bfloat16, mx.float32):
-        for batch, heads in ((1, 20), (16, 6), (32, 20), (64, 20)):
+        for batch, heads in SHAPES:
             q, k, v = (
                 mx.random.normal(s).astype(dtype)
                 for s in ((batch, heads, 1, 64), (batch, heads, 1500, 64), (batch, heads, 1500, 64))
             )
             mx.eval(q, k, v)
             ref = mx.fast.scaled_dot_product_attention(*(a.astype(mx.float32) for a in (q, k, v)), scale=0.125)
-            ours = kernels._attend_one_cuda(q, k, v)
-            err = mx.abs(ours.astype(mx.float32) - ref).max().item()
-            t_mlx = best_ms(lambda: mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125))
-            t_ours = best_ms(lambda: kernels._attend_one_cuda(q, k, v))
+            err = mx.abs(kernels._attend_one_cuda(q, k, v).astype(mx.float32) - ref).max().item()
             gb = 2 * k.nbytes / 1e9
-            print(
+            t_mlx = chained_ms(lambda x: mx.fast.scaled_dot_product_attention(x, k, v, scale=0.125), q)
+            t_ours = chained_ms(lambda x: kernels._attend_one_cuda(x, k, v), q)
+            line = (
                 f"{dtype} B={batch} H={heads} max err {err:.2e}  mlx sdpa {t_mlx:.3f} ms ({gb / t_mlx:.2f} TB/s)"
-                f"  ours {t_ours:.3f} ms ({gb / t_ours:.2f} TB/s)",
-                flush=True,
+                f"  ours {t_ours:.3f} ms ({gb / t_ours:.2f} TB/s)"
             )
+            if args.variants and dtype == mx.float16:
+                for unroll in (1, 2, 4):
+                    for warps in (2, 4, 8, 16):
+                        call = variant(unroll, warps, k, v)
+                        err = mx.abs(call(q).astype(mx.float32) - ref).max().item()
+                        ms = chained_ms(call, q)
+                        line += f"\n  unroll {unroll} warps {warps}: {ms:.3f} ms ({gb / ms:.2f} TB/s) err {err:.1e}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
