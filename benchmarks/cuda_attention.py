@@ -10,6 +10,7 @@ Usage: python benchmarks/cuda_attention.py [--variants]
 """
 
 import argparse
+import re
 import time
 
 import mlx.core as mx
@@ -47,7 +48,7 @@ def variant(unroll: int, warps: int, k: mx.array, v: mx.array):
         name=f"one_query_u{unroll}_w{warps}",
         input_names=["q", "k", "v", "scale"],
         output_names=["out"],
-        source=kernels._ONE_QUERY_CUDA.replace("U = 2,", f"U = {unroll},"),
+        source=re.sub(r"U = \d+,", f"U = {unroll},", kernels._ONE_QUERY_CUDA),
         header=kernels._ONE_QUERY_HEADER,
     )
     scale = mx.array([0.125], mx.float32)

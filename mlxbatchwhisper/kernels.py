@@ -47,10 +47,10 @@ THREADS = int(os.environ.get(THREADS_ENV) or 0) or max(1, min(_CPUS, 16))
 if _kernels is not None:
     _kernels.set_threads(THREADS)
 _WARPS = 8
-_CUDA_MIN_HEADS = 512  # fewer (row, head) blocks leave the GPU idle: MLX's kernel is faster there
+_CUDA_MIN_HEADS = 256  # fewer (row, head) blocks leave the GPU idle: MLX's kernel is faster there
 
 # One block of _WARPS warps per (row, head). A lane loads 8 of a key's 64 dimensions (16 bytes
-# in half precision), so 8 lanes hold a key and a warp reads 4 keys per load, twice per pass;
+# in half precision), so 8 lanes hold a key and a warp reads 4 keys per load, four times per pass;
 # each 8-lane group keeps its own running softmax, and the groups are merged at the end.
 _ONE_QUERY_HEADER = """
 __device__ inline void load8q(const int8_t* p, float* out) {
@@ -74,7 +74,7 @@ template <typename T> __device__ inline void load8(const T* p, float* out) {
 # The kernel's body, with the key/value pointers ({setup}) and the loads of one key and value ({load})
 # filled in for keys/values of the query's type or for int8 ones with a scale per position.
 _ONE_QUERY_BODY = """
-    constexpr int U = 2, PARTS = WARPS * 4;
+    constexpr int U = 4, PARTS = WARPS * 4;
     const int unit = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int group = lane / 8, sub = lane % 8;
 {setup}    float qf[8], acc[8];
