@@ -179,7 +179,8 @@ class Attend : public mx::UnaryPrimitive {
   float scale_;
 };
 
-// The BLAS MLX multiplies with: the one mlxbatchwhisper.runtime bound globally, else libmlx's own.
+// The BLAS mlxbatchwhisper.runtime bound globally (MLX's too, as the package is imported before
+// mlx.core), else libmlx's own.
 extern "C" void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float* a,
                             int lda, const float* b, int ldb, float beta, float* c, int ldc);
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;

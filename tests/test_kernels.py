@@ -156,20 +156,27 @@ def as_heads(x: mx.array, heads: int) -> mx.array:
     return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(0, 2, 1, 3)
 
 
-@pytest.mark.parametrize("layout", ["model's views", "contiguous", "last axis strided"])
+@pytest.mark.parametrize(
+    "layout", ["model's views", "contiguous", "last axis strided", "positions broadcast", "one head", "one query"]
+)
 def test_encoder_attention_is_mlx_products_on_any_layout(threads, layout):
     """A head at a time through the BLAS: the same numbers as MLX's q·scale @ kᵀ, softmax, @ v."""
     threads(2)
     keys = mx.random.split(mx.random.key(5), 3)
-    q, k, v = (as_heads(mx.random.normal((2, n, 6 * 64), key=kk), 6) for kk, n in zip(keys, (150, 170, 170)))
+    heads, queries = (1, 150) if layout == "one head" else (6, 1 if layout == "one query" else 150)
+    q, k, v = (
+        as_heads(mx.random.normal((2, n, heads * 64), key=kk), heads) for kk, n in zip(keys, (queries, 170, 170))
+    )
     if layout == "contiguous":
         q, k, v = (mx.contiguous(x) for x in (q, k, v))
     elif layout == "last axis strided":
         q, k, v = (mx.contiguous(x.swapaxes(-1, -2)).swapaxes(-1, -2) for x in (q, k, v))
+    elif layout == "positions broadcast":  # row stride 0: the BLAS cannot read it in place
+        k = mx.broadcast_to(k[:, :, :1], k.shape)
     mx.eval(q, k, v)
     ref = K.softmax((q * 0.125) @ k.swapaxes(-1, -2)) @ v
-    out = kernels.attention(q, k, v)
-    assert out.shape == (2, 6, 150, 64) and mx.array_equal(out, ref).item()
+    out = K.head_attention(q, k, v, 0.125)
+    assert out.shape == (2, heads, queries, 64) and mx.array_equal(out, ref).item()
     sdpa = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
     assert mx.abs(out - sdpa).max().item() < 1e-5
 
