@@ -2,16 +2,18 @@
 """Where the decoding engine's time goes, part by part, inside a real `transcribe` (random weights).
 
 `Engine._launch` (the host builds a step and queues it), `mx.async_eval` inside it, `Engine._read`
-(the host waits for the device) and `Engine._admit` (prefill: log-mel, encoder, cross K/V, prompt)
-are wrapped in timers; the rest is harvesting results and scheduling. Greedy, `--steps` tokens per
-window, 2 × `--batch` windows. Variants, each a change tried on the engine's step, applied by
+(the host waits for the device), `Engine._admit` (prefill: log-mel, encoder, cross K/V, prompt) and
+`Engine._encode_ahead` (on a GPU: queuing pieces of the next items' encoder) are wrapped in timers;
+the rest is harvesting results and scheduling. Greedy, `--steps` tokens per
+window, `--batches` × `--batch` windows. Variants, each a change tried on the engine's step, applied by
 replacing methods in this process only:
 - `fused`: the self-attention's queries, keys and values from one (3D, D) product;
 - `compile`: each block's cross-attention + MLP half as an `mx.compile`d function;
 - `static`: the whole decoder step as one compiled function of arrays over a static-shape cache
   (keys/values written with `mx.slice_update` at a column given as an array, attention over all
   reserved columns with a mask);
-- `check` (with `static`): compare its hidden state with the regular step's at every step.
+- `check` (with `static`): compare its hidden state with the regular step's at every step;
+- `side`: the encoder work queued ahead (`Engine._encode_ahead`) on a second stream.
 `python benchmarks/loop_profile.py --model large-v3 --batch 128 --variants static` (on a GPU).
 Random weights give near-tied logits, so the tokens of different variants differ; compare speed only.
 """
@@ -23,6 +25,7 @@ import copy
 import json
 import sys
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -161,13 +164,16 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=128, help="tokens per window")
+    parser.add_argument("--batches", type=int, default=2, help="batches of windows in the timed call")
     parser.add_argument("--absorb", action="store_true", help="absorbed cross-attention (no K/V)")
-    parser.add_argument("--variants", nargs="*", default=[], choices=["fused", "compile", "static", "check"])
+    parser.add_argument("--variants", nargs="*", default=[], choices=["fused", "compile", "static", "check", "side"])
     parser.add_argument("--encoder-batch", type=int, help="windows per encoder call on a GPU (default: the engine's)")
+    parser.add_argument("--ahead", type=int, help="encoder pieces per step for the next items (GPU; 0: off)")
     args = parser.parse_args()
     if args.encoder_batch:
         prefill.AudioEncoder.GPU_BATCH = args.encoder_batch
     print(json.dumps(mlxbatchwhisper.runtime_info()), flush=True)
+    mx.random.seed(0)  # the same random weights in every run, so that token digests compare
     model = Whisper(SHAPES[args.model], mx.float32 if mx.default_device() == mx.cpu else mx.float16)
     mx.eval(model.parameters())
     if args.absorb:
@@ -179,8 +185,19 @@ def main() -> None:
         compile_second_half(model)
     if "static" in args.variants:
         traces = compile_whole_step(model, "check" in args.variants)
-    for name in ("_launch", "_read", "_admit"):
-        timer(engine.Engine, name)
+    for name in ("_launch", "_read", "_admit", "_encode_ahead"):
+        if hasattr(engine.Engine, name):  # an older engine (an earlier tree, for comparison) may lack one
+            timer(engine.Engine, name)
+    if args.ahead is not None:
+        engine.Engine.AHEAD_PER_STEP = args.ahead
+    if "side" in args.variants:
+        side, ahead = mx.new_stream(mx.default_device()), engine.Engine._encode_ahead
+
+        def on_side_stream(self, scheduler):
+            with mx.stream(side):
+                ahead(self, scheduler)
+
+        engine.Engine._encode_ahead = on_side_stream
     timer(mx, "async_eval", "mx.async_eval")
     ours = BatchedWhisper(model)
     eot = ours.tokenizer.eot
@@ -188,24 +205,25 @@ def main() -> None:
         temperature=0.0, language="en", without_timestamps=True, suppress_tokens=[eot], sample_len=args.steps
     )
     rng = np.random.default_rng(0)
-    windows = [rng.normal(0, 0.1, 480000).astype(np.float32) for _ in range(2 * args.batch)]
+    windows = [rng.normal(0, 0.1, 480000).astype(np.float32) for _ in range(args.batches * args.batch)]
     ours.transcribe(windows[: args.batch], batch_size=args.batch, **options)  # warm-up at this shape
     spent.clear(), calls.clear()
     start = time.perf_counter()
-    ours.transcribe(windows, batch_size=args.batch, **options)
+    results = ours.transcribe(windows, batch_size=args.batch, **options)
     wall = time.perf_counter() - start
     steps = calls["_launch"]
+    digest = zlib.crc32(repr([r.tokens for r in results]).encode())
     print(
         f"{args.model}{' absorbed' if args.absorb else ''} batch {args.batch} {args.variants}"
         f" encoder batch {prefill.AudioEncoder.GPU_BATCH}: "
         f"{len(windows) / wall:.1f} windows/s, "
-        f"{wall:.2f} s, {steps} steps"
+        f"{wall:.2f} s, {steps} steps, tokens crc32 {digest:08x}"
     )
     for name in spent:
         print(f"  {name}: {spent[name]:.3f} s, {1e3 * spent[name] / calls[name]:.2f} ms a call × {calls[name]}")
     if traces is not None:
         print(f"  the compiled step was traced {len(traces)} time(s)")
-    rest = wall - sum(spent[n] for n in ("_launch", "_read", "_admit"))
+    rest = wall - sum(spent[n] for n in ("_launch", "_read", "_admit", "_encode_ahead"))
     print(f"  rest (harvest, scheduler, results): {rest:.3f} s, {1e3 * rest / steps:.2f} ms a step")
 
 

@@ -82,6 +82,8 @@ class Engine:
     `beam_size` rows per segment, so a batch holds as many rows as `batch_size` segments at
     temperature 0 do). Options must be valid for the model (checked here)."""
 
+    AHEAD_PER_STEP = 8  # encoder pieces (one layer of one encoder call) queued per step, on a GPU
+
     def __init__(
         self,
         model: Whisper,
@@ -90,6 +92,7 @@ class Engine:
         batch_size: int,
         encode: Encoder | None = None,
         keep_cross_kv: bool = False,
+        encode_ahead: int | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -105,6 +108,11 @@ class Engine:
         self.beams = BeamSearch(options.beam_size, self.candidates, tb, eot) if options.beam_size else None
         self.selector = Selector(LogitRules(tokenizer, options, model.dims.n_vocab), Sampling(tb, eot), self.beams)
         self.prefill = Prefill(model, tokenizer, options, encode or AudioEncoder(model))
+        # encoder pieces queued per decoding step for the items next in line: a GPU runs them between the
+        # step's kernels, which leave it idle while the host launches them; a CPU has no idle units (0)
+        ahead = (self.AHEAD_PER_STEP if mx.default_device() == mx.gpu else 0) if encode_ahead is None else encode_ahead
+        self.encode_ahead = ahead if isinstance(self.prefill.encode, AudioEncoder) else 0
+        self._ahead: tuple[list[Item], Iterator[mx.array | None]] | None = None
         self.ranker = Ranker(options.length_penalty)
         self._scheduler: Scheduler[_Job] | None = None
 
@@ -117,7 +125,7 @@ class Engine:
     def run(self, items: Iterable[Item]) -> Iterator[tuple[Item, DecodingResult]]:
         """Decode every item (and every item `add`ed meanwhile); yield (item, result) as each one is final."""
         scheduler = Scheduler(self.max_rows, lambda job: job.pass_.rows, (_Job(it, self.passes[0]) for it in items))
-        self._scheduler = scheduler
+        self._scheduler, self._ahead = scheduler, None
         batch: _Batch | None = None
         try:
             while True:
@@ -137,12 +145,38 @@ class Engine:
                     continue
                 before = batch.rows
                 self._launch(batch)
+                if self.encode_ahead:
+                    self._encode_ahead(scheduler)
                 yield from self._harvest(batch, self._read(before), scheduler)
         finally:
             self._scheduler = None
 
+    def _encode_ahead(self, scheduler: Scheduler[_Job]) -> None:
+        """Queue a few more pieces of the encoder's work for the items next in line (none waited for)."""
+        if self._ahead is None:
+            upcoming = scheduler.upcoming(self.max_rows)
+            items = [j.item for j in upcoming if j.item.features is None and j.item.audio is not None]
+            if not items:
+                return
+            self._ahead = items, self.prefill.encode.stages([it.audio for it in items])
+        self._advance_ahead(self.encode_ahead)
+
+    def _advance_ahead(self, pieces: int | None) -> None:
+        """Queue `pieces` more pieces (None: all that are left); the last one gives the items their features."""
+        items, stages = self._ahead
+        while pieces is None or pieces > 0:
+            features = next(stages)
+            if features is not None:
+                for i, it in enumerate(items):
+                    it.features = features[i : i + 1]
+                self._ahead = None
+                return
+            pieces = None if pieces is None else pieces - 1
+
     def _admit(self, jobs: list[_Job]) -> _Batch:
         """Prefill new jobs and select their first tokens."""
+        if self._ahead is not None and {id(j.item) for j in jobs} & {id(it) for it in self._ahead[0]}:
+            self._advance_ahead(None)  # joining now: the rest of their encoder's work is queued first
         new = self.prefill([(j.item, j.pass_) for j in jobs])
         budget, temperature, seed, beam, done = [], [], [], [], []
         for job, b in zip(jobs, new.budgets):

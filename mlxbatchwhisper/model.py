@@ -8,6 +8,7 @@ The decoder runs either whole sequences (`logits`) or incrementally against a li
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import mlx.core as mx
@@ -173,6 +174,11 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(n_state)
 
     def __call__(self, mel: mx.array) -> mx.array:
+        *_, features = self.stages(mel)
+        return features
+
+    def stages(self, mel: mx.array) -> Iterator[mx.array]:
+        """The pass in n_layer + 2 pieces (lazy): the convolutions' output, each block's, the features last."""
         x = gelu(self.conv1(mel))
         x = gelu(self.conv2(x))
         if x.shape[1:] != self._positional_embedding.shape:
@@ -181,9 +187,11 @@ class AudioEncoder(nn.Module):
                 f"{self._positional_embedding.shape[0]} (3000 frames for 30 s)"
             )
         x = x + self._positional_embedding.astype(x.dtype)
+        yield x
         for block in self.blocks:
             x = block(x)
-        return self.ln_post(x)
+            yield x
+        yield self.ln_post(x)
 
 
 class TextDecoder(nn.Module):

@@ -9,7 +9,7 @@ Log-mel and the encoder are not part of it: `AudioEncoder` (or any callable like
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -72,6 +72,19 @@ class AudioEncoder:
                 mx.eval(parts[-2])  # and no more than two calls' activations are alive
         mx.eval(parts[-1])
         return mx.concatenate(parts)
+
+    def stages(self, audios: list[np.ndarray]) -> Iterator[mx.array | None]:
+        """The same features a piece at a time (one encoder layer of one call): each `next` queues one more
+        piece, not waited for, and yields None; the last yields the features. The engine runs them a few
+        per decoding step, to keep a GPU busy between the steps' kernels."""
+        parts = []
+        for start in range(0, len(audios), self.batch):
+            mel, _ = log_mel_spectrogram(audios[start : start + self.batch], self.model.dims.n_mels)
+            for x in self.model.encoder.stages(mel.astype(self.model.dtype)):
+                mx.async_eval(x)
+                yield None
+            parts.append(x)
+        yield mx.concatenate(parts)
 
 
 def detect_languages(model: Whisper, tokenizer: Tokenizer, cross: list[CrossKV]) -> list[tuple[str, dict[str, float]]]:

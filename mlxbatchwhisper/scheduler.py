@@ -77,6 +77,16 @@ class Scheduler(Generic[T]):
             self.live += taken
         return Plan(compact, admit)
 
+    def upcoming(self, rows: int) -> list[T]:
+        """The requests next in line, in the order they will join, up to `rows` rows of them (pulled from
+        the source as needed: the engine encodes them ahead while the batch decodes)."""
+        ahead: list[T] = []
+        taken = 0
+        while (request := self._at(len(ahead))) is not None and taken + self.rows_of(request) <= rows:
+            ahead.append(request)
+            taken += self.rows_of(request)
+        return ahead
+
     def _pending(self) -> bool:
         return self._at(0) is not None
 

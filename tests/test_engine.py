@@ -1,11 +1,12 @@
 """The engine's loop with a real (tiny) model: host syncs per step, one continuous stream, seeding."""
 
 import mlx.core as mx
+import pytest
 
 from mlxbatchwhisper import engine as engine_module
 from mlxbatchwhisper.engine import Engine
 from mlxbatchwhisper.options import DecodingOptions
-from mlxbatchwhisper.prefill import Item
+from mlxbatchwhisper.prefill import AudioEncoder, Item
 from reference import corpus_audio
 from reference import our_model as model
 
@@ -70,3 +71,24 @@ def test_samples_do_not_depend_on_the_batch():
     assert [r.tokens for r in together] == [r.tokens for r in alone]
     other_seed = m.transcribe(audios, batch_size=3, seed=1, **hot)
     assert [r.tokens for r in other_seed] != [r.tokens for r in together]
+
+
+@pytest.mark.parametrize("pieces", [1, 100])
+def test_encoding_ahead_while_decoding_changes_no_result(monkeypatch, pieces):
+    """The next items' encoder runs a few layers per step while the batch decodes (the default on a GPU,
+    forced here): the same tokens; items that join before their encoding is done get it finished first."""
+    m = model("tiny.en")
+    started = []
+    stages = AudioEncoder.stages
+    monkeypatch.setattr(AudioEncoder, "stages", lambda self, a: started.append(len(a)) or stages(self, a))
+    names = ["d01", "d02", "d03", "d04", "d05"]
+
+    def run(ahead: int) -> dict:
+        items = [Item(key=n, audio=corpus_audio(n), language="en") for n in names]
+        engine = Engine(m.model, m.tokenizer, DecodingOptions(temperature=0.0), batch_size=2, encode_ahead=ahead)
+        return {item.key: r.tokens for item, r in engine.run(items)}
+
+    alone = run(0)
+    assert not started
+    assert run(pieces) == alone
+    assert sum(started) == 3  # all but the first batch's two were encoded ahead

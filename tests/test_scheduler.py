@@ -129,3 +129,13 @@ def test_finished_rows_leave_when_a_quarter_of_the_batch_is_finished():
 def test_max_rows_must_be_positive():
     with pytest.raises(ValueError, match="max_rows must be at least 1"):
         Scheduler(0, lambda r: 1)
+
+
+def test_upcoming_shows_the_next_requests_in_joining_order_without_taking_them():
+    source = iter([("a", 2, 1), ("b", 2, 1), ("c", 3, 1), ("d", 1, 1)])
+    scheduler = Scheduler(4, lambda r: r[1], source)
+    scheduler.add(("fallback", 1, 1))
+    assert [r[0] for r in scheduler.upcoming(5)] == ["fallback", "a", "b"]  # c would make 8 rows
+    assert [r[0] for r in scheduler.upcoming(2)] == ["fallback"]
+    assert next(source) == ("d", 1, 1)  # pulled only as far as asked: c was looked at, d not
+    assert [r[0] for r in scheduler.plan().admit] == ["fallback", "a"]  # still there to admit, in that order
