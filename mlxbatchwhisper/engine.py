@@ -149,7 +149,7 @@ class Engine:
                     self._encode_ahead(scheduler)
                 yield from self._harvest(batch, self._read(before), scheduler)
         finally:
-            self._scheduler = None
+            self._scheduler = self._ahead = None  # an abandoned run's encoder work is let go
 
     def _encode_ahead(self, scheduler: Scheduler[_Job]) -> None:
         """Queue a few more pieces of the encoder's work for the items next in line (none waited for)."""

@@ -73,22 +73,26 @@ def test_samples_do_not_depend_on_the_batch():
     assert [r.tokens for r in other_seed] != [r.tokens for r in together]
 
 
-@pytest.mark.parametrize("pieces", [1, 100])
-def test_encoding_ahead_while_decoding_changes_no_result(monkeypatch, pieces):
+@pytest.mark.parametrize("pieces, sample_len", [(100, None), (1, 3)])
+def test_encoding_ahead_while_decoding_changes_no_result(monkeypatch, pieces, sample_len):
     """The next items' encoder runs a few layers per step while the batch decodes (the default on a GPU,
-    forced here): the same tokens; items that join before their encoding is done get it finished first."""
+    forced here): the same tokens, and no item encoded twice. With one piece a step and 3-token rows,
+    items join before their encoding is done: the rest of it is queued first."""
     m = model("tiny.en")
-    started = []
-    stages = AudioEncoder.stages
-    monkeypatch.setattr(AudioEncoder, "stages", lambda self, a: started.append(len(a)) or stages(self, a))
+    ahead, prefilled = [], []
+    stages, call = AudioEncoder.stages, AudioEncoder.__call__
+    monkeypatch.setattr(AudioEncoder, "stages", lambda self, a: ahead.append(len(a)) or stages(self, a))
+    monkeypatch.setattr(AudioEncoder, "__call__", lambda self, a: prefilled.append(len(a)) or call(self, a))
     names = ["d01", "d02", "d03", "d04", "d05"]
 
-    def run(ahead: int) -> dict:
+    def run(pieces: int) -> dict:
         items = [Item(key=n, audio=corpus_audio(n), language="en") for n in names]
-        engine = Engine(m.model, m.tokenizer, DecodingOptions(temperature=0.0), batch_size=2, encode_ahead=ahead)
+        options = DecodingOptions(temperature=0.0, sample_len=sample_len)
+        engine = Engine(m.model, m.tokenizer, options, batch_size=2, encode_ahead=pieces)
         return {item.key: r.tokens for item, r in engine.run(items)}
 
     alone = run(0)
-    assert not started
+    assert not ahead and sum(prefilled) == 5
+    prefilled.clear()
     assert run(pieces) == alone
-    assert sum(started) == 3  # all but the first batch's two were encoded ahead
+    assert sum(ahead) == 3 and sum(prefilled) == 2  # the first batch's two in prefill, the rest ahead only

@@ -176,7 +176,11 @@ def test_encoder_attention_is_mlx_products_on_any_layout(threads, layout):
     mx.eval(q, k, v)
     ref = K.softmax((q * 0.125) @ k.swapaxes(-1, -2)) @ v
     out = K.head_attention(q, k, v, 0.125)
-    assert out.shape == (2, heads, queries, 64) and mx.array_equal(out, ref).item()
+    assert out.shape == (2, heads, queries, 64)
+    if queries == 1:  # MLX multiplies one row as a matrix-vector product, which a BLAS may sum in another order
+        assert mx.allclose(out, ref, rtol=1e-5, atol=1e-6).item()
+    else:
+        assert mx.array_equal(out, ref).item()
     sdpa = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
     assert mx.abs(out - sdpa).max().item() < 1e-5
 
