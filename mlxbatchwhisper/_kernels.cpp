@@ -138,6 +138,22 @@ class TopK : public mx::Primitive {
   int k_;
 };
 
+// A float32 buffer of n floats for a primitive's own use, allocated now (so a failed allocation raises
+// before anything runs) and registered, with the q, k, v inputs and the output, with MLX's CPU encoder.
+mx::array attention_scratch(mx::Stream s, int64_t n, const mx::array& q, const mx::array& k, const mx::array& v,
+                            mx::array& out) {
+  if (n > INT32_MAX) throw std::invalid_argument("attention: scratch of more than 2^31 floats");
+  mx::array scratch({static_cast<int>(n)}, mx::float32, nullptr, {});
+  scratch.set_data(mx::allocator::malloc(scratch.nbytes()));
+  auto& enc = mx::cpu::get_command_encoder(s);
+  enc.set_input_array(q);
+  enc.set_input_array(k);
+  enc.set_input_array(v);
+  enc.set_output_array(out);
+  enc.add_temporary(scratch);
+  return scratch;
+}
+
 class Attend : public mx::UnaryPrimitive {
  public:
   Attend(mx::Stream s, float scale) : mx::UnaryPrimitive(s), scale_(scale) {}
@@ -146,16 +162,8 @@ class Attend : public mx::UnaryPrimitive {
     out.set_data(mx::allocator::malloc(out.nbytes()));
     int64_t units = q.shape(0), nq = q.shape(1), dim = q.shape(2), length = k.shape(1);
     int threads = pool().threads();
-    // Each share's scores: allocated here, so a failed allocation raises before anything runs.
-    mx::array scratch({threads, static_cast<int>(nq * length)}, mx::float32, nullptr, {});
-    scratch.set_data(mx::allocator::malloc(scratch.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(q);
-    enc.set_input_array(k);
-    enc.set_input_array(v);
-    enc.set_output_array(out);
-    enc.add_temporary(scratch);
-    enc.dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
+    auto scratch = attention_scratch(stream(), threads * nq * length, q, k, v, out);  // each share's scores
+    mx::cpu::get_command_encoder(stream()).dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
                   v = mx::array::unsafe_weak_copy(v), out = mx::array::unsafe_weak_copy(out),
                   scratch = mx::array::unsafe_weak_copy(scratch), units, nq, dim, length, threads,
                   scale = scale_]() mutable {
@@ -200,15 +208,8 @@ class HeadAttention : public mx::UnaryPrimitive {
     auto in_place = [D](const mx::array& x) { return x.strides(3) == 1 && x.strides(2) >= D; };
     bool pack = !(in_place(q) && in_place(k) && in_place(v));
     // one head's scores, then (when an operand's rows cannot be read in place) its q, k, v packed
-    mx::array scratch({static_cast<int>(T * S + (pack ? 3 * std::max(T, S) * D : 0))}, mx::float32, nullptr, {});
-    scratch.set_data(mx::allocator::malloc(scratch.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(q);
-    enc.set_input_array(k);
-    enc.set_input_array(v);
-    enc.set_output_array(out);
-    enc.add_temporary(scratch);
-    enc.dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
+    auto scratch = attention_scratch(stream(), T * S + (pack ? 3 * std::max(T, S) * D : 0), q, k, v, out);
+    mx::cpu::get_command_encoder(stream()).dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
                   v = mx::array::unsafe_weak_copy(v), out = mx::array::unsafe_weak_copy(out),
                   scratch = mx::array::unsafe_weak_copy(scratch), B, H, T, D, S, pack, scale = scale_]() mutable {
       float *scores = scratch.data<float>(), *packed = scores + T * S;
