@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 import mlx.core as mx
 import numpy as np
@@ -164,14 +165,11 @@ class Engine:
     def _advance_ahead(self, pieces: int | None) -> None:
         """Queue `pieces` more pieces (None: all that are left); the last one gives the items their features."""
         items, stages = self._ahead
-        while pieces is None or pieces > 0:
-            features = next(stages)
+        for features in islice(stages, pieces):
             if features is not None:
                 for i, it in enumerate(items):
                     it.features = features[i : i + 1]
                 self._ahead = None
-                return
-            pieces = None if pieces is None else pieces - 1
 
     def _admit(self, jobs: list[_Job]) -> _Batch:
         """Prefill new jobs and select their first tokens."""

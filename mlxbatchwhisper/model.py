@@ -304,6 +304,10 @@ class Whisper(nn.Module):
         """Encoder output (B, n_audio_ctx, n_audio_state) for mel (B, 3000, n_mels)."""
         return self.encoder(mel.astype(self.dtype))
 
+    def embed_audio_stages(self, mel: mx.array) -> Iterator[mx.array]:
+        """`embed_audio` in pieces, as `AudioEncoder.stages` (lazy; the features last)."""
+        return self.encoder.stages(mel.astype(self.dtype))
+
     def logits(self, tokens: mx.array, audio_features: mx.array) -> mx.array:
         """Decoder logits (B, T, n_vocab) for whole token sequences, as openai-whisper's `logits`."""
         return self.decoder.project(self.decoder(tokens, audio_features))

@@ -64,8 +64,7 @@ class AudioEncoder:
 
     def __call__(self, audios: list[np.ndarray]) -> mx.array:
         parts = []
-        for start in range(0, len(audios), self.batch):
-            mel, _ = log_mel_spectrogram(audios[start : start + self.batch], self.model.dims.n_mels)
+        for mel in self._mels(audios):
             parts.append(self.model.embed_audio(mel))
             mx.async_eval(parts[-1])  # queued while the call before finishes: the device never waits for the host
             if len(parts) > 1:
@@ -78,13 +77,17 @@ class AudioEncoder:
         piece, not waited for, and yields None; the last yields the features. The engine runs them a few
         per decoding step, to keep a GPU busy between the steps' kernels."""
         parts = []
-        for start in range(0, len(audios), self.batch):
-            mel, _ = log_mel_spectrogram(audios[start : start + self.batch], self.model.dims.n_mels)
-            for x in self.model.encoder.stages(mel.astype(self.model.dtype)):
+        for mel in self._mels(audios):
+            for x in self.model.embed_audio_stages(mel):
                 mx.async_eval(x)
                 yield None
             parts.append(x)
         yield mx.concatenate(parts)
+
+    def _mels(self, audios: list[np.ndarray]) -> Iterator[mx.array]:
+        """The log-mel of each call: `batch` waveforms at a time."""
+        for start in range(0, len(audios), self.batch):
+            yield log_mel_spectrogram(audios[start : start + self.batch], self.model.dims.n_mels)[0]
 
 
 def detect_languages(model: Whisper, tokenizer: Tokenizer, cross: list[CrossKV]) -> list[tuple[str, dict[str, float]]]:
