@@ -65,9 +65,15 @@ def _extensions() -> list[Extension]:
         library_dirs=[os.path.join(mlx_dir, "lib")],
         libraries=["mlx"],
         runtime_library_dirs=[os.path.join(mlx_dir, "lib")],
-        extra_compile_args=["-std=c++20", "-O3", "-g0", "-ffast-math", "-fopenmp-simd", "-fvisibility=hidden"],
-        # cblas_sgemm: on Linux the BLAS MLX loaded; on macOS Accelerate's, which MLX links too
-        extra_link_args=["-framework", "Accelerate"] if sys.platform == "darwin" else [],
+        extra_compile_args=[
+            "-std=c++20",
+            "-O3",
+            "-g0",
+            "-ffast-math",
+            "-fopenmp-simd",
+            "-fvisibility=hidden",
+            "-Wno-psabi",
+        ],
         optional=True,
     )
     ext.nanobind_sources = [os.path.join(nb_dir, "src", "nb_combined.cpp")]

@@ -187,16 +187,10 @@ class Attend : public mx::UnaryPrimitive {
   float scale_;
 };
 
-// The BLAS mlxbatchwhisper.runtime bound globally (MLX's too, as the package is imported before
-// mlx.core), else libmlx's own.
-extern "C" void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float* a,
-                            int lda, const float* b, int ldb, float beta, float* c, int ldc);
-constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
-
-// softmax(q kᵀ·scale) v for q, k, v (B, H, T, D), one head at a time: its scores (T × S) in one
-// scratch buffer, the two products the BLAS's on q, k, v's strided rows, as MLX's q·scale @ kᵀ and
-// p @ v would be (the same results when the scale is a power of two: Whisper's 1/√64), the output laid
-// out (B, T, H, D), what the output projection reads: no transposed copy on either side.
+// softmax(q kᵀ·scale) v for q (B, H, T, D) and k, v (B, H, S, D), a head at a time through
+// head_attention_rows (register tiles in the widest vectors the CPU has; only a block of queries'
+// scores alive per thread), the output laid out (B, T, H, D), what the output projection reads: no
+// transposed copy on either side. The work is split over (head, stretch of queries) units.
 class HeadAttention : public mx::UnaryPrimitive {
  public:
   HeadAttention(mx::Stream s, float scale) : mx::UnaryPrimitive(s), scale_(scale) {}
@@ -205,37 +199,30 @@ class HeadAttention : public mx::UnaryPrimitive {
     const int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3), S = k.shape(2);
     out.set_data(mx::allocator::malloc(out.nbytes()), out.size(), {T * H * D, D, H * D, 1},
                  {true, H == 1 || T == 1, false});
-    auto in_place = [D](const mx::array& x) { return x.strides(3) == 1 && x.strides(2) >= D; };
-    bool pack = !(in_place(q) && in_place(k) && in_place(v));
-    // one head's scores, then (when an operand's rows cannot be read in place) its q, k, v packed
-    auto scratch = attention_scratch(stream(), T * S + (pack ? 3 * std::max(T, S) * D : 0), q, k, v, out);
+    const int threads = pool().threads();
+    const int64_t padded = (S + 15) / 16 * 16, slot_size = padded * (D + kQueryBlock) + (v.strides(3) == 1 ? 0 : S * D);
+    // enough stretches of queries for every thread to have work, each of at least a block
+    const int64_t stretches = std::clamp<int64_t>((2 * threads + B * H - 1) / (B * H), 1, (T + kQueryBlock - 1) / kQueryBlock);
+    auto scratch = attention_scratch(stream(), threads * slot_size, q, k, v, out);
     mx::cpu::get_command_encoder(stream()).dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
                   v = mx::array::unsafe_weak_copy(v), out = mx::array::unsafe_weak_copy(out),
-                  scratch = mx::array::unsafe_weak_copy(scratch), B, H, T, D, S, pack, scale = scale_]() mutable {
-      float *scores = scratch.data<float>(), *packed = scores + T * S;
-      float* po = out.data<float>();
-      // one head's (length × D) matrix of x and its row stride: in place when unit-stride, else packed
-      auto head = [&](const mx::array& x, int64_t b, int64_t h, int64_t length,
-                      int slot) -> std::pair<const float*, int64_t> {
+                  scratch = mx::array::unsafe_weak_copy(scratch), B, H, T, D, S, threads, slot_size, stretches,
+                  scale = scale_]() mutable {
+      static const HeadAttentionLoop loop = head_attention_loop();
+      auto view = [](const mx::array& x, int64_t b, int64_t h) {
         const auto& st = x.strides();
-        const float* base = x.data<float>() + b * st[0] + h * st[1];
-        if (!pack) return {base, st[2]};
-        float* dst = packed + slot * std::max(T, S) * D;
-        for (int64_t t = 0; t < length; t++)
-          for (int64_t d = 0; d < D; d++) dst[t * D + d] = base[t * st[2] + d * st[3]];
-        return {dst, D};
+        return HeadView{x.data<float>() + b * st[0] + h * st[1], st[2], st[3]};
       };
-      for (int64_t b = 0; b < B; b++) {
-        for (int64_t h = 0; h < H; h++) {
-          auto [pq, lq] = head(q, b, h, T, 0);
-          auto [pk, lk] = head(k, b, h, S, 1);
-          auto [pv, lv] = head(v, b, h, S, 2);
-          cblas_sgemm(kRowMajor, kNoTrans, kTrans, T, S, D, scale, pq, lq, pk, lk, 0.f, scores, S);
-          pool().run(T, [&](int64_t i, int64_t e) { softmax_rows(scores + i * S, scores + i * S, e - i, S); });
-          cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, T, D, S, 1.f, scores, S, pv, lv, 0.f, po + b * T * H * D + h * D,
-                      H * D);
+      std::atomic<int> slot{0};
+      pool().run(B * H * stretches, [&](int64_t first, int64_t last) {
+        float* mine = scratch.data<float>() + static_cast<int64_t>(slot.fetch_add(1) % threads) * slot_size;
+        for (int64_t u = first; u < last; u++) {
+          const int64_t b = u / (H * stretches), h = u / stretches % H, part = u % stretches;
+          const int64_t begin = T * part / stretches, end = T * (part + 1) / stretches;
+          loop(view(q, b, h), view(k, b, h), view(v, b, h), out.data<float>() + b * T * H * D + h * D, H * D, begin,
+               end, S, D, scale, mine);
         }
-      }
+      });
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
@@ -352,10 +339,9 @@ mx::array head_attention(const mx::array& q, const mx::array& k, const mx::array
     if (x->dtype() != mx::float32 || x->ndim() != 4)
       throw std::invalid_argument("head_attention: float32 (B, H, T, D) expected");
   if (k.shape() != v.shape() || q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3) ||
-      q.shape(2) == 0 || k.shape(2) == 0 || q.shape(3) == 0)
-    throw std::invalid_argument("head_attention: q (B, H, T, D), k and v (B, H, S, D), none empty, expected");
-  if (static_cast<int64_t>(q.shape(2)) * k.shape(2) > (int64_t{1} << 30))
-    throw std::invalid_argument("head_attention: at most 2^30 scores a head");
+      q.shape(2) == 0 || k.shape(2) == 0 || q.shape(3) == 0 || q.shape(3) % 16 != 0)
+    throw std::invalid_argument(
+        "head_attention: q (B, H, T, D), k and v (B, H, S, D), none empty, D a multiple of 16, expected");
   return mx::array(q.shape(), mx::float32, std::make_shared<HeadAttention>(cpu_stream(), scale), {q, k, v});
 }
 
