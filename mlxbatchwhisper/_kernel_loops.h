@@ -352,29 +352,107 @@ INLINE void head_attention_rows(HeadView q, HeadView k, HeadView v, float* out, 
   }
 }
 
-// The widest vectors the CPU has: AVX-512 (16 floats, 32 registers), AVX2 (8, 16), else 4 (SSE or NEON).
+// ---------------------------------------------------------------- a linear layer's product
+// y = x wᵀ + b for x (M × K, rows lda apart) and w (N × K) packed into panels of 2L columns (for each
+// k, the panel's 2L weights side by side), in register tiles of R rows × 2 vectors of L columns, k in
+// blocks of kDepth: each output is its blocks' sums added in order (each summed over k in order),
+// then the bias, whatever the number of rows, the threads or the batch.
+constexpr int64_t kDepth = 256;
+constexpr int64_t kRowBlock = 96;  // rows one thread takes at a time: a multiple of every level's R
+
+template <int L>
+INLINE void pack_panels(const float* w, int64_t K, int64_t first, int64_t last, float* packed) {
+  for (int64_t p = first; p < last; p++)
+    for (int64_t j = 0; j < 2 * L; j++)
+      for (int64_t k = 0; k < K; k++) packed[(p * K + k) * 2 * L + j] = w[(p * 2 * L + j) * K + k];
+}
+
+template <class V, int L, int R>
+INLINE void product_tile(const float* a, int64_t lda, const float* panel, int64_t depth, const float* bias, float* c,
+                         int64_t ldc, bool add) {
+  V x[R], y[R];
+  for (int r = 0; r < R; r++) x[r] = y[r] = V{};
+  for (int64_t k = 0; k < depth; k++) {
+    V u = load<V>(panel + k * 2 * L), w = load<V>(panel + k * 2 * L + L);
+    for (int r = 0; r < R; r++) {
+      float s = a[r * lda + k];
+      x[r] += u * s;
+      y[r] += w * s;
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    float* row = c + r * ldc;
+    if (add) {
+      x[r] = load<V>(row) + x[r];
+      y[r] = load<V>(row + L) + y[r];
+    }
+    if (bias) {
+      x[r] += load<V>(bias);
+      y[r] += load<V>(bias + L);
+    }
+    store<V>(row, x[r]);
+    store<V>(row + L, y[r]);
+  }
+}
+
+// Rows [first, last) of y (M × N, N a multiple of 2L); bias may be null.
+template <class V, int L, int R>
+INLINE void product_rows(const float* x, int64_t lda, const float* packed, const float* bias, float* y, int64_t first,
+                         int64_t last, int64_t K, int64_t N) {
+  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+    const int64_t depth = std::min(kDepth, K - k0);
+    const float* b = k0 + depth == K ? bias : nullptr;
+    for (int64_t p = 0; p < N / (2 * L); p++) {
+      const float* panel = packed + (p * K + k0) * 2 * L;
+      const float* bp = b ? b + p * 2 * L : nullptr;
+      int64_t i = first;
+      for (; i + R <= last; i += R)
+        product_tile<V, L, R>(x + i * lda + k0, lda, panel, depth, bp, y + i * N + p * 2 * L, N, k0 > 0);
+      for (; i < last; i++)
+        product_tile<V, L, 1>(x + i * lda + k0, lda, panel, depth, bp, y + i * N + p * 2 * L, N, k0 > 0);
+    }
+  }
+}
+
+// The widest vectors the CPU has: AVX-512 (16 floats, 32 registers), AVX2 (8, 16), else 4 (SSE or NEON);
+// each level's tiles compiled for it, one level chosen at run time.
 #define HEAD_ATTENTION_ARGS                                                                                   \
   HeadView q, HeadView k, HeadView v, float *out, int64_t orow, int64_t begin, int64_t end, int64_t length, \
       int64_t dim, float scale, float *scratch
 #define HEAD_ATTENTION_PASS q, k, v, out, orow, begin, end, length, dim, scale, scratch
-#if X86_LEVELS
-__attribute__((target("arch=x86-64-v4"))) void head_attention_v4(HEAD_ATTENTION_ARGS) {
-  head_attention_rows<f16, 16, 12, 6, 4>(HEAD_ATTENTION_PASS);
-}
-__attribute__((target("arch=x86-64-v3"))) void head_attention_v3(HEAD_ATTENTION_ARGS) {
-  head_attention_rows<f8, 8, 6, 3, 4>(HEAD_ATTENTION_PASS);
-}
-#endif
-void head_attention_v1(HEAD_ATTENTION_ARGS) { head_attention_rows<f4, 4, 6, 3, 4>(HEAD_ATTENTION_PASS); }
+#define PACK_ARGS const float *w, int64_t K, int64_t first, int64_t last, float *packed
+#define PRODUCT_ARGS                                                                                     \
+  const float *x, int64_t lda, const float *packed, const float *bias, float *y, int64_t first, int64_t last, \
+      int64_t K, int64_t N
+#define PRODUCT_PASS x, lda, packed, bias, y, first, last, K, N
 
-using HeadAttentionLoop = void (*)(HEAD_ATTENTION_ARGS);
+struct Level {
+  void (*head_attention)(HEAD_ATTENTION_ARGS);
+  void (*pack)(PACK_ARGS);       // w's panels [first, last)
+  void (*product)(PRODUCT_ARGS);  // y's rows [first, last) from the packed panels
+  int64_t panel;                  // columns a panel holds
+};
 
-HeadAttentionLoop head_attention_loop() {
+#define LEVEL(name, attr, V, L, RQ, RP, RM)                                                                 \
+  attr void name##_head_attention(HEAD_ATTENTION_ARGS) {                                                  \
+    head_attention_rows<V, L, RQ, RP, 4>(HEAD_ATTENTION_PASS);                                            \
+  }                                                                                                       \
+  attr void name##_pack(PACK_ARGS) { pack_panels<L>(w, K, first, last, packed); }                         \
+  attr void name##_product(PRODUCT_ARGS) { product_rows<V, L, RM>(PRODUCT_PASS); }                        \
+  const Level name{name##_head_attention, name##_pack, name##_product, 2 * L};
+
 #if X86_LEVELS
-  if (__builtin_cpu_supports("x86-64-v4")) return head_attention_v4;
-  if (__builtin_cpu_supports("x86-64-v3")) return head_attention_v3;
+LEVEL(avx512, __attribute__((target("arch=x86-64-v4"))), f16, 16, 12, 6, 12)
+LEVEL(avx2, __attribute__((target("arch=x86-64-v3"))), f8, 8, 6, 3, 6)
 #endif
-  return head_attention_v1;
+LEVEL(vec4, , f4, 4, 6, 3, 6)
+
+const Level& level() {
+#if X86_LEVELS
+  if (__builtin_cpu_supports("x86-64-v4")) return avx512;
+  if (__builtin_cpu_supports("x86-64-v3")) return avx2;
+#endif
+  return vec4;
 }
 
 // An LSTM's recurrence over T steps for rows [begin, end) of B: gates (B, T, 4H) hold x·Wxᵀ + b in

@@ -10,10 +10,12 @@
 // donated by an input MLX no longer needs), and it runs on MLX's CPU stream when the graph is
 // evaluated.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -208,7 +210,7 @@ class HeadAttention : public mx::UnaryPrimitive {
                   v = mx::array::unsafe_weak_copy(v), out = mx::array::unsafe_weak_copy(out),
                   scratch = mx::array::unsafe_weak_copy(scratch), B, H, T, D, S, threads, slot_size, stretches,
                   scale = scale_]() mutable {
-      static const HeadAttentionLoop loop = head_attention_loop();
+      static const auto loop = level().head_attention;
       auto view = [](const mx::array& x, int64_t b, int64_t h) {
         const auto& st = x.strides();
         return HeadView{x.data<float>() + b * st[0] + h * st[1], st[2], st[3]};
@@ -233,6 +235,42 @@ class HeadAttention : public mx::UnaryPrimitive {
 
  private:
   float scale_;
+};
+
+// y = x wᵀ (+ b) for x (..., K) and w (N × K), both row-contiguous, N a multiple of 32: w packed into
+// panels (product_rows), then blocks of kRowBlock rows split over the threads.
+class Linear : public mx::UnaryPrimitive {
+ public:
+  explicit Linear(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &x = inputs[0], &w = inputs[1];
+    const int64_t N = w.shape(0), K = w.shape(1), M = x.size() / K;
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    mx::array packed({static_cast<int>(N * K)}, mx::float32, nullptr, {});
+    packed.set_data(mx::allocator::malloc(packed.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    enc.add_temporary(packed);
+    const bool has_bias = inputs.size() == 3;
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
+                  b = has_bias ? mx::array::unsafe_weak_copy(inputs[2]) : mx::array(0.f),
+                  out = mx::array::unsafe_weak_copy(out), packed = mx::array::unsafe_weak_copy(packed), M, N, K,
+                  has_bias]() mutable {
+      static const Level& lv = level();
+      float* pk = packed.data<float>();
+      const float* pw = w.data<float>();
+      pool().run(N / lv.panel, [&](int64_t first, int64_t last) { lv.pack(pw, K, first, last, pk); });
+      const float *px = x.data<float>(), *pb = has_bias ? b.data<float>() : nullptr;
+      float* py = out.data<float>();
+      pool().run((M + kRowBlock - 1) / kRowBlock, [&](int64_t first, int64_t last) {
+        lv.product(px, K, pk, pb, py, first * kRowBlock, std::min(M, last * kRowBlock), K, N);
+      });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperLinear"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
 class Lstm : public mx::Primitive {
@@ -345,6 +383,21 @@ mx::array head_attention(const mx::array& q, const mx::array& k, const mx::array
   return mx::array(q.shape(), mx::float32, std::make_shared<HeadAttention>(cpu_stream(), scale), {q, k, v});
 }
 
+mx::array linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& b) {
+  auto xc = checked(x, "linear"), wc = checked(w, "linear");
+  if (wc.ndim() != 2 || xc.ndim() < 1 || xc.shape(-1) != wc.shape(1) || wc.shape(0) % 32 != 0 || wc.shape(1) == 0)
+    throw std::invalid_argument("linear: x (..., K) and w (N, K), N a multiple of 32, expected");
+  std::vector<mx::array> inputs{xc, wc};
+  if (b) {
+    auto bc = checked(*b, "linear");
+    if (bc.ndim() != 1 || bc.shape(0) != wc.shape(0)) throw std::invalid_argument("linear: bias (N,) expected");
+    inputs.push_back(bc);
+  }
+  auto shape = xc.shape();
+  shape.back() = wc.shape(0);
+  return mx::array(shape, mx::float32, std::make_shared<Linear>(cpu_stream()), inputs);
+}
+
 std::vector<mx::array> lstm(const mx::array& gates, const mx::array& wh, const mx::array& h0, const mx::array& c0) {
   auto g = checked(gates, "lstm"), w = checked(wh, "lstm"), h = checked(h0, "lstm"), c = checked(c0, "lstm");
   if (g.ndim() != 3 || w.ndim() != 2 || w.shape(0) != 4 * w.shape(1) || g.shape(2) != w.shape(0) ||
@@ -382,6 +435,8 @@ NB_MODULE(_kernels, m) {
   m.def("head_attention", &head_attention, "q"_a, "k"_a, "v"_a, "scale"_a,
         "softmax(q kᵀ·scale) v for q (B, H, T, D) and k, v (B, H, S, D), a head at a time; the result is laid "
         "out (B, T, H, D) in memory (lazy, on the CPU).");
+  m.def("linear", &linear, "x"_a, "w"_a, "b"_a = nb::none(),
+        "x wᵀ (+ b) for float32 x (..., K), w (N, K) with N a multiple of 32, b (N,) (lazy, on the CPU).");
   m.def("lstm", &lstm, "gates"_a, "wh"_a, "h0"_a, "c0"_a,
         "[hidden (B, T, H), last cell (B, H)] of an LSTM over gates x·Wxᵀ + b (B, T, 4H) (lazy, on the CPU).");
   m.def("median_filter", &median_filter, "x"_a, "lengths"_a, "width"_a,

@@ -4,10 +4,12 @@ CPU: MLX's Linux CPU build computes exp and erf one element at a time, which mak
 encoder's softmax (B·H·1500² scores a layer) and GELU cost more than its matrix products, and
 a decoding step's log-sum-exp over the vocabulary cost more than the step's attention; Silero
 VAD's LSTM runs op by op, and word alignment's median filter as dozens of passes over its
-scores. For float32 work (over at least `MIN_LENGTH` positions where that matters), the
-optional `_kernels` extension computes these as MLX primitives (`_kernels.cpp`): they return
-lazy arrays in MLX's graph, write only into buffers MLX allocates for them (or donates), and
-run when the graph is evaluated.
+scores; and the BLAS libraries at hand can leave half of a CPU's vector rate unused (OpenBLAS
+0.3.21 and MKL on a 2-core AVX-512 AMD EPYC: ~100-120 GFLOP/s a core, where register tiles in
+AVX-512 reach ~200), most on the encoder's K = 64 attention products. For float32 work (over at
+least `MIN_LENGTH` rows or positions), the optional `_kernels` extension computes these as MLX
+primitives (`_kernels.cpp`): they return lazy arrays in MLX's graph, write only into buffers MLX
+allocates for them (or donates), and run when the graph is evaluated.
 
 CUDA: a decoding step's cross-attention streams every row's keys and values (large-v3 at batch
 64: 0.5 GB a layer); MLX's attention reads them at ~1.2 TB/s on an H100. `_ONE_QUERY_CUDA` is

@@ -17,6 +17,7 @@ import mlx.nn as nn
 from .cache import KVCache
 from .heads import Heads, default_heads
 from .kernels import CrossKV, attention, cross_attention, dequantize_kv, gelu, quantize_kv
+from .layers import Conv1d, Linear
 from .quantize import float_weight
 
 
@@ -55,10 +56,10 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
         self.n_head = n_head
-        self.query = nn.Linear(n_state, n_state)
-        self.key = nn.Linear(n_state, n_state, bias=False)
-        self.value = nn.Linear(n_state, n_state)
-        self.out = nn.Linear(n_state, n_state)
+        self.query = Linear(n_state, n_state)
+        self.key = Linear(n_state, n_state, bias=False)
+        self.value = Linear(n_state, n_state)
+        self.out = Linear(n_state, n_state)
         self.absorbed: tuple[mx.array, mx.array, mx.array] | None = None  # see `absorb`
 
     def absorb(self) -> None:
@@ -136,8 +137,8 @@ class ResidualAttentionBlock(nn.Module):
         self.attn_ln = nn.LayerNorm(n_state)
         self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
         self.cross_attn_ln = nn.LayerNorm(n_state) if cross_attention else None
-        self.mlp1 = nn.Linear(n_state, 4 * n_state)
-        self.mlp2 = nn.Linear(4 * n_state, n_state)
+        self.mlp1 = Linear(n_state, 4 * n_state)
+        self.mlp2 = Linear(4 * n_state, n_state)
         self.mlp_ln = nn.LayerNorm(n_state)
 
     def __call__(
@@ -166,8 +167,8 @@ class AudioEncoder(nn.Module):
 
     def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
         super().__init__()
-        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
+        self.conv1 = Conv1d(n_mels, n_state, kernel_size=3, padding=1)
+        self.conv2 = Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
         self._positional_embedding = sinusoids(n_ctx, n_state)
         mx.eval(self._positional_embedding)  # not a parameter: evaluate now, so any thread can use it
         self.blocks = [ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)]

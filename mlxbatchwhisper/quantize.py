@@ -11,6 +11,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .layers import Linear
+
 RECIPES = {
     "default": "attention and MLP layers at the chosen bits; the token embedding (also the output head) at 8 bits",
     "uniform": "attention and MLP layers and the token embedding all at the chosen bits (mlx-whisper reads it)",
@@ -96,7 +98,7 @@ def dequantize_model(model: nn.Module) -> int:
             for i, c in enumerate(children):
                 if isinstance(c, nn.QuantizedLinear):
                     weight = float_weight(c)
-                    new = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in c)
+                    new = Linear(weight.shape[1], weight.shape[0], bias="bias" in c)
                     new.weight = weight.astype(c.scales.dtype)
                     if "bias" in c:
                         new.bias = c.bias

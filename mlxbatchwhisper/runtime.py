@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 BLAS_ENV = "MLXBATCHWHISPER_BLAS"
 MALLOC_ENV = "MLXBATCHWHISPER_MALLOC"
@@ -125,30 +126,36 @@ def measure_blas(path: str, timeout: float = 60.0) -> float:
         return 0.0
 
 
-def _measured_speeds(paths: list[str]) -> dict[str, float]:
-    """GFLOP/s per library, from the cache where this CPU and library were measured before."""
+def cached_measurement(key: str, measure: Callable[[], float]) -> float:
+    """`measure()`, or what it gave before for `key` (kept with the BLAS measurements)."""
     cache_file = _cache_path()
     try:
         with open(cache_file) as f:
             cache = json.load(f)
     except (OSError, ValueError):
         cache = {}
-    speeds, changed = {}, False
-    for path in paths:
-        key = _cache_key(path)
-        if key not in cache:
-            cache[key], changed = measure_blas(path), True
-        speeds[path] = cache[key]
-    if changed:
-        try:
-            os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache_file))
-            with os.fdopen(fd, "w") as f:
-                json.dump(cache, f, indent=1)
-            os.replace(tmp, cache_file)
-        except OSError:  # read-only home: measured again next time
-            pass
-    return speeds
+    if key in cache:
+        return cache[key]
+    cache[key] = value = measure()
+    try:
+        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache_file))
+        with os.fdopen(fd, "w") as f:
+            json.dump(cache, f, indent=1)
+        os.replace(tmp, cache_file)
+    except OSError:  # read-only home: measured again next time
+        pass
+    return value
+
+
+def _measured_speeds(paths: list[str]) -> dict[str, float]:
+    """GFLOP/s per library, from the cache where this CPU and library were measured before."""
+    return {path: cached_measurement(_cache_key(path), lambda path=path: measure_blas(path)) for path in paths}
+
+
+def blas_key() -> str:
+    """What identifies the bound BLAS on this CPU (for measurements that depend on it)."""
+    return _cache_key(_bound) if _bound else f"{cpu_model()}|{os.cpu_count()}|no BLAS bound"
 
 
 def _bind(path: str) -> bool:
@@ -269,6 +276,7 @@ def runtime_info() -> dict:
     else:
         blas = "reference (slow)" + (f": {_bind_error}" if _bind_error else "")
     from .kernels import NATIVE_STATUS, native_available
+    from .layers import tiles_speedup
 
     return {
         "device": str(mx.default_device()),
@@ -278,6 +286,7 @@ def runtime_info() -> dict:
         "blas_gflops": {path: round(g, 1) for path, g in _measured.items()},
         "allocator": _allocator,
         "native_cpu_kernels": native_available(),
+        "linear_tiles_speedup": round(tiles_speedup(), 2) if native_available() else None,
         "native_cpu_kernels_status": NATIVE_STATUS,
         "mlx": mx.__version__,
         "platform": f"{platform.system()} {platform.machine()}",

@@ -1,14 +1,16 @@
 """The native CPU kernels against MLX's own operations and float64 references, and how they sit in MLX's graph."""
 
+import json
 import math
 import os
+from types import SimpleNamespace
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
 
-from mlxbatchwhisper import kernels
+from mlxbatchwhisper import kernels, layers
 
 pytestmark = pytest.mark.skipif(not kernels.native_available(), reason=f"native CPU kernels: {kernels.NATIVE_STATUS}")
 K = kernels._kernels
@@ -201,6 +203,73 @@ def test_encoder_attention_sizes_and_thread_counts(threads, dim, queries, length
     assert np.abs(outs[0] - ref).max() <= 2 * mlx_error + 1e-6  # as accurate as MLX's own attention
 
 
+@pytest.mark.parametrize("rows, depth, width", [(1500, 384, 1536), (1500, 2048, 512), (101, 300, 64), (7, 5, 32)])
+def test_linear_matches_float64_whatever_the_threads_or_rows(threads, rows, depth, width):
+    """Tails of every kind (rows past a tile or a thread's block, k past a block of 256), with and
+    without a bias; each row summed in one order whatever the threads or the other rows."""
+    keys = mx.random.split(mx.random.key(rows), 3)
+    x = mx.random.normal((1, rows, depth), key=keys[0])
+    w, b = mx.random.normal((width, depth), key=keys[1]), mx.random.normal((width,), key=keys[2])
+    ref = np.array(x).astype(np.float64) @ np.array(w).astype(np.float64).T
+    mlx_error = np.abs(np.array(x @ w.T) - ref).max()
+    outs = []
+    for n in (1, 2, 5):
+        threads(n)
+        outs.append(np.array(K.linear(x, w, b)))
+    assert outs[0].shape == (1, rows, width)
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    assert np.abs(outs[0] - ref - np.array(b)).max() <= 2 * mlx_error + 1e-5
+    assert np.abs(np.array(K.linear(x, w)) - ref).max() <= 2 * mlx_error + 1e-6
+    alone = K.linear(x[:, rows // 2 : rows // 2 + 1], w, b)
+    assert np.array_equal(np.array(alone)[0, 0], outs[0][0, rows // 2])
+
+
+def test_tiles_are_chosen_by_a_cached_measurement(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for choice, speedup in (("on", 2.0), ("off", 0.0), ("", None)):
+        monkeypatch.setenv(layers.TILES_ENV, choice)
+        layers.tiles_speedup.cache_clear()
+        measured = layers.tiles_speedup()
+        assert measured == speedup if speedup is not None else measured > 0
+    cache = json.loads((tmp_path / "mlxbatchwhisper" / "blas.json").read_text())
+    assert list(cache.values()) == [measured]  # measured once, kept for the next process
+    monkeypatch.setattr(layers, "_measure_tiles", lambda: pytest.fail("measured again"))
+    layers.tiles_speedup.cache_clear()
+    assert layers.tiles_speedup() == measured
+    layers.tiles_speedup.cache_clear()
+
+
+def test_linear_layers_take_the_kernel_for_many_float32_rows_only(monkeypatch):
+    monkeypatch.setattr(layers, "tiles_speedup", lambda: 2.0)
+    layer = layers.Linear(64, 96)
+    assert set(layer.parameters()) == {"weight", "bias"}  # nn.Linear's names: checkpoints load as before
+    many, few = mx.random.normal((2, 100, 64)), mx.random.normal((2, 3, 64))
+    assert mx.array_equal(layer(many), K.linear(many, layer.weight, layer.bias)).item()
+    assert mx.array_equal(layer(few), mx.addmm(layer.bias, few, layer.weight.T)).item()
+    half = layers.Linear(64, 96)
+    half.set_dtype(mx.float16)
+    assert half(many.astype(mx.float16)).dtype == mx.float16  # MLX's product, not the float32 kernel
+    odd = layers.Linear(64, 40)  # outputs not a multiple of 32
+    assert mx.array_equal(odd(many), mx.addmm(odd.bias, many, odd.weight.T)).item()
+    monkeypatch.setattr(layers, "tiles_speedup", lambda: 0.9)  # the BLAS measured faster
+    assert mx.array_equal(layer(many), mx.addmm(layer.bias, many, layer.weight.T)).item()
+
+
+@pytest.mark.parametrize("channels, stride, length", [((80, 384), 1, 3000), ((384, 384), 2, 3000), ((16, 32), 2, 141)])
+def test_convolution_as_one_product_matches_mlx(monkeypatch, channels, stride, length):
+    """The encoder's two convolutions (windows of 3 positions flattened, one product) as MLX's."""
+    monkeypatch.setattr(layers, "tiles_speedup", lambda: 2.0)
+    products = []
+    monkeypatch.setattr(layers, "_kernels", SimpleNamespace(linear=lambda *a: products.append(a) or K.linear(*a)))
+    ours = layers.Conv1d(*channels, kernel_size=3, stride=stride, padding=1)
+    mlx = nn.Conv1d(*channels, kernel_size=3, stride=stride, padding=1)
+    mlx.update(ours.parameters())
+    x = mx.random.normal((2, length, channels[0]), key=mx.random.key(length))
+    got, want = ours(x), mlx(x)
+    assert got.shape == want.shape and len(products) == 1
+    assert np.abs(np.array(got) - np.array(want)).max() < 1e-5
+
+
 def test_short_or_half_precision_inputs_use_mlx():
     x = mx.random.normal((1, 8, 32))
     assert not kernels._native(x, x.shape[-2])
@@ -235,6 +304,10 @@ def test_wrong_inputs_are_refused():
         K.head_attention(mx.zeros((1, 2, 10, 64)), mx.zeros((1, 3, 10, 64)), mx.zeros((1, 3, 10, 64)), 0.1)
     with pytest.raises(ValueError, match="head_attention"):
         K.head_attention(mx.zeros((1, 2, 10, 64)), mx.zeros((1, 2, 0, 64)), mx.zeros((1, 2, 0, 64)), 0.1)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        K.linear(mx.zeros((100, 8)), mx.zeros((40, 8)))
+    with pytest.raises(ValueError, match="bias"):
+        K.linear(mx.zeros((100, 8)), mx.zeros((32, 8)), mx.zeros((31,)))
     with pytest.raises(ValueError, match="multiple of 16"):
         K.head_attention(mx.zeros((1, 2, 10, 40)), mx.zeros((1, 2, 10, 40)), mx.zeros((1, 2, 10, 40)), 0.1)
     with pytest.raises(ValueError, match="odd width"):
