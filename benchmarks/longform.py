@@ -6,7 +6,8 @@ Cases (`--cases`, run in turn; each is a function that returns rows):
   each implementation given all the files of a model at once (ours batches across them);
 - long: the dev set's 5 min English recording (en_prompts_long), tiny.en.
 Implementations, each with its own defaults but the language (given), on the CPU in float32:
-- ours: `transcribe_audio(mode="vad")` and `mode="sequential"` (batch 16);
+- ours: `transcribe_audio(mode="vad")`, the same `without_timestamps=True` (one segment per window,
+  as faster-whisper's batched pipeline decodes) and `mode="sequential"` (batch 16);
 - openai-whisper's `transcribe` (the reference algorithm);
 - faster-whisper: `WhisperModel.transcribe` (sequential, beam 5 by default) and `BatchedInferencePipeline`
   (its VAD, batch 16);
@@ -61,10 +62,14 @@ def runners() -> dict[str, Runner]:
             fw[name] = WhisperModel(str(ct2_model_dir(name)), device="cpu", compute_type="float32", cpu_threads=2)
         return fw[name]
 
-    def ours(mode: str) -> Runner:
+    def ours(mode: str, without_timestamps: bool = False) -> Runner:
         def run(name, inputs):
             results = our_model(name).transcribe_audio(
-                [a for a, _ in inputs], language=[lang for _, lang in inputs], batch_size=16, mode=mode
+                [a for a, _ in inputs],
+                language=[lang for _, lang in inputs],
+                batch_size=16,
+                mode=mode,
+                without_timestamps=without_timestamps,
             )
             return [" ".join(s["text"] for s in r["segments"]) for r in results]
 
@@ -76,6 +81,7 @@ def runners() -> dict[str, Runner]:
             for a, lang in inputs
         ],
         "ours, mode=vad": ours("vad"),
+        "ours, mode=vad, without timestamps": ours("vad", without_timestamps=True),
         "ours, mode=sequential": ours("sequential"),
         "faster-whisper sequential": lambda name, inputs: [
             " ".join(s.text for s in faster(name).transcribe(a, language=lang)[0]) for a, lang in inputs
