@@ -1,11 +1,13 @@
 // Float32 CPU kernels as MLX primitives: softmax over the last axis, exact GELU, row-wise
 // log-sum-exp and top-k, an LSTM's recurrence (Silero VAD's), a median filter along rows (word
 // alignment's), attention of a few queries per head against precomputed keys and values (a
-// decoding step's cross-attention; the beams of a segment share their keys and values), and
-// self-attention of long sequences (the encoder's) one head at a time.
+// decoding step's cross-attention; the beams of a segment share their keys and values),
+// self-attention of long sequences (the encoder's) one head at a time, and the products of linear
+// layers over many rows.
 //
 // MLX's Linux CPU build computes exp and erf one element at a time; the loops (_kernel_loops.h) are
-// vectorized by the compiler and split over a persistent thread pool. Each kernel is an MLX
+// vectorized by the compiler, the products are register tiles (_kernel_tiles.h), and both are split
+// over a persistent thread pool. Each kernel is an MLX
 // primitive: its result is a lazy array in MLX's graph, its output buffer is allocated by MLX (or
 // donated by an input MLX no longer needs), and it runs on MLX's CPU stream when the graph is
 // evaluated.
@@ -32,7 +34,8 @@ namespace mx = mlx::core;
 namespace nb = nanobind;
 using namespace nb::literals;
 
-#include "_kernel_loops.h"  // NOLINT: after the MLX headers, as it uses none of them
+#include "_kernel_loops.h"  // NOLINT: after the MLX headers, as they use none of them
+#include "_kernel_tiles.h"  // NOLINT
 
 namespace {
 
