@@ -80,9 +80,13 @@ mx::array head_attention(const mx::array& q, const mx::array& k, const mx::array
     if (x->dtype() != mx::float32 || x->ndim() != 4)
       throw std::invalid_argument("head_attention: float32 (B, H, T, D) expected");
   if (k.shape() != v.shape() || q.shape(0) != k.shape(0) || q.shape(1) != k.shape(1) || q.shape(3) != k.shape(3) ||
-      q.shape(2) == 0 || k.shape(2) == 0 || q.shape(3) == 0 || q.shape(3) % 16 != 0)
+      q.size() == 0 || k.size() == 0 || q.shape(3) % 16 != 0)
     throw std::invalid_argument(
         "head_attention: q (B, H, T, D), k and v (B, H, S, D), none empty, D a multiple of 16, expected");
+  // the threads' scratch (each: a head's keys packed, a block's scores, its values) in one buffer
+  const int64_t padded = (k.shape(2) + 15) / 16 * 16, D = q.shape(3);
+  if (int64_t{pool().threads()} * (padded * (D + kQueryBlock) + k.shape(2) * D) > INT32_MAX)
+    throw std::invalid_argument("head_attention: keys too long for one scratch buffer");
   return mx::array(q.shape(), mx::float32, std::make_shared<HeadAttention>(cpu_stream(), scale), {q, k, v});
 }
 
@@ -90,6 +94,7 @@ mx::array linear(const mx::array& x, const mx::array& w, const std::optional<mx:
   auto xc = checked(x, "linear"), wc = checked(w, "linear");
   if (wc.ndim() != 2 || xc.ndim() < 1 || xc.shape(-1) != wc.shape(1) || wc.shape(0) % 32 != 0 || wc.shape(1) == 0)
     throw std::invalid_argument("linear: x (..., K) and w (N, K), N a multiple of 32, expected");
+  if (wc.size() > INT32_MAX) throw std::invalid_argument("linear: w of more than 2^31 values");
   std::vector<mx::array> inputs{xc, wc};
   if (b) {
     auto bc = checked(*b, "linear");

@@ -273,7 +273,8 @@ def _native(x: mx.array, length: int) -> bool:
 def attention(q: mx.array, k: mx.array, v: mx.array, mask: mx.array | str | None = None) -> mx.array:
     """softmax(q kᵀ / √D + mask) v for (B, H, T, D) queries, keys and values."""
     scale = q.shape[-1] ** -0.5
-    if mask is not None or not _native(q, q.shape[2]) or not k.dtype == v.dtype == q.dtype or q.shape[-1] % 16:
+    native = _native(q, q.shape[2]) and q.size > 0 and k.dtype == v.dtype == q.dtype and q.shape[-1] % 16 == 0
+    if mask is not None or not native:
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
     # a head at a time: a block of queries' scores alive per thread, not B·H·T²; laid out (B, T, H, D)
     return _kernels.head_attention(q, k, v, scale)

@@ -308,6 +308,9 @@ def test_wrong_inputs_are_refused():
         K.linear(mx.zeros((100, 8)), mx.zeros((40, 8)))
     with pytest.raises(ValueError, match="bias"):
         K.linear(mx.zeros((100, 8)), mx.zeros((32, 8)), mx.zeros((31,)))
+    with pytest.raises(ValueError, match="none empty"):
+        K.head_attention(mx.zeros((0, 2, 100, 64)), mx.zeros((0, 2, 100, 64)), mx.zeros((0, 2, 100, 64)), 0.1)
+    assert kernels.attention(*[mx.zeros((0, 2, 100, 64))] * 3).shape == (0, 2, 100, 64)  # MLX's, no kernel
     with pytest.raises(ValueError, match="multiple of 16"):
         K.head_attention(mx.zeros((1, 2, 10, 40)), mx.zeros((1, 2, 10, 40)), mx.zeros((1, 2, 10, 40)), 0.1)
     with pytest.raises(ValueError, match="odd width"):
