@@ -1,6 +1,6 @@
-"""The model's linear layers and convolutions: MLX's, with their float32 products of many rows on the
-CPU through the native register tiles (`_kernels.linear`) where those beat the BLAS; the same
-parameters, so checkpoints load as into MLX's."""
+"""The model's linear layers and convolutions: MLX's, with their float32 products over audio positions
+(the encoder's, the cross-attention keys and values) on the CPU through the native register tiles
+(`_kernels.linear`) where those beat the BLAS; the same parameters, so checkpoints load as into MLX's."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from . import runtime
 from .kernels import THREADS, _kernels, _native
 
 TILES_ENV = "MLXBATCHWHISPER_TILES"  # on / off: the native tiles without measuring
+TEXT_POSITIONS = 448  # Whisper's longest token sequence (n_text_ctx); audio has 1500 positions a window
 
 
 @functools.cache
@@ -48,11 +49,13 @@ def _measure_tiles() -> float:
 
 
 def native_linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> bool:
-    """Whether `linear` runs these operands through the native tiles: float32, many rows, N % 32 == 0,
-    and the tiles faster than the BLAS on this CPU (`tiles_speedup`)."""
-    rows = x.size // x.shape[-1] if x.ndim >= 2 else 0
+    """Whether `linear` runs these operands through the native tiles: float32, N % 32 == 0, the tiles
+    faster than the BLAS on this CPU (`tiles_speedup`), and x audio positions — sequences longer than
+    any token sequence (`TEXT_POSITIONS`). The choice then never depends on the batch: a decoder's
+    token rows always go to the BLAS, whatever the batch's size or its longest prompt."""
+    audio = x.ndim >= 2 and x.shape[-2] > TEXT_POSITIONS
     float32 = weight.dtype == mx.float32 and (bias is None or bias.dtype == mx.float32)
-    return float32 and weight.shape[0] % 32 == 0 and _native(x, rows) and tiles_speedup() > 1.0
+    return audio and float32 and weight.shape[0] % 32 == 0 and _native(x, x.shape[-2]) and tiles_speedup() > 1.0
 
 
 def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
