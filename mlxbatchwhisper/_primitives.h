@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include "mlx/allocator.h"
@@ -126,33 +127,43 @@ class TopK : public mx::Primitive {
 };
 
 // A float32 buffer of n floats for a primitive's own use, allocated now (so a failed allocation raises
-// before anything runs) and registered, with the q, k, v inputs and the output, with MLX's CPU encoder.
-mx::array attention_scratch(mx::Stream s, int64_t n, const mx::array& q, const mx::array& k, const mx::array& v,
-                            mx::array& out) {
-  if (n > INT32_MAX) throw std::invalid_argument("attention: scratch of more than 2^31 floats");
-  mx::array scratch({static_cast<int>(n)}, mx::float32, nullptr, {});
-  scratch.set_data(mx::allocator::malloc(scratch.nbytes()));
+// before anything runs) and registered, with the primitive's inputs and its output, with MLX's CPU encoder.
+mx::array scratch(mx::Stream s, int64_t n, const std::vector<mx::array>& inputs, mx::array& out) {
+  if (n > INT32_MAX) throw std::invalid_argument("scratch of more than 2^31 floats");
+  mx::array buffer({static_cast<int>(n)}, mx::float32, nullptr, {});
+  buffer.set_data(mx::allocator::malloc(buffer.nbytes()));
   auto& enc = mx::cpu::get_command_encoder(s);
-  enc.set_input_array(q);
-  enc.set_input_array(k);
-  enc.set_input_array(v);
+  for (const auto& a : inputs) enc.set_input_array(a);
   enc.set_output_array(out);
-  enc.add_temporary(scratch);
-  return scratch;
+  enc.add_temporary(buffer);
+  return buffer;
 }
 
-class Attend : public mx::UnaryPrimitive {
+// An attention primitive of one scale (1/√D): equivalent to another of its kind and scale.
+class ScaledAttention : public mx::UnaryPrimitive {
  public:
-  Attend(mx::Stream s, float scale) : mx::UnaryPrimitive(s), scale_(scale) {}
+  ScaledAttention(mx::Stream s, float scale) : mx::UnaryPrimitive(s), scale_(scale) {}
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return typeid(other) == typeid(*this) && static_cast<const ScaledAttention&>(other).scale_ == scale_;
+  }
+
+ protected:
+  float scale_;
+};
+
+class Attend : public ScaledAttention {
+ public:
+  using ScaledAttention::ScaledAttention;
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
     out.set_data(mx::allocator::malloc(out.nbytes()));
     int64_t units = q.shape(0), nq = q.shape(1), dim = q.shape(2), length = k.shape(1);
     int threads = pool().threads();
-    auto scratch = attention_scratch(stream(), threads * nq * length, q, k, v, out);  // each share's scores
+    auto buffer = scratch(stream(), threads * nq * length, inputs, out);  // each share's scores
     mx::cpu::get_command_encoder(stream()).dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
                   v = mx::array::unsafe_weak_copy(v), out = mx::array::unsafe_weak_copy(out),
-                  scratch = mx::array::unsafe_weak_copy(scratch), units, nq, dim, length, threads,
+                  scratch = mx::array::unsafe_weak_copy(buffer), units, nq, dim, length, threads,
                   scale = scale_]() mutable {
       const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
       float *po = out.data<float>(), *ps = scratch.data<float>();
@@ -164,23 +175,16 @@ class Attend : public mx::UnaryPrimitive {
       });
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
   const char* name() const override { return "MlxbatchwhisperAttend"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return static_cast<const Attend&>(other).scale_ == scale_;
-  }
-
- private:
-  float scale_;
 };
 
 // softmax(q kᵀ·scale) v for q (B, H, T, D) and k, v (B, H, S, D), a head at a time through
 // head_attention_rows (register tiles in the widest vectors the CPU has; only a block of queries'
 // scores alive per thread), the output laid out (B, T, H, D), what the output projection reads: no
 // transposed copy on either side. The work is split over (head, stretch of queries) units.
-class HeadAttention : public mx::UnaryPrimitive {
+class HeadAttention : public ScaledAttention {
  public:
-  HeadAttention(mx::Stream s, float scale) : mx::UnaryPrimitive(s), scale_(scale) {}
+  using ScaledAttention::ScaledAttention;
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
     const int64_t B = q.shape(0), H = q.shape(1), T = q.shape(2), D = q.shape(3), S = k.shape(2);
@@ -190,10 +194,10 @@ class HeadAttention : public mx::UnaryPrimitive {
     const int64_t padded = (S + 15) / 16 * 16, slot_size = padded * (D + kQueryBlock) + (v.strides(3) == 1 ? 0 : S * D);
     // enough stretches of queries for every thread to have work, each of at least a block
     const int64_t stretches = std::clamp<int64_t>((2 * threads + B * H - 1) / (B * H), 1, (T + kQueryBlock - 1) / kQueryBlock);
-    auto scratch = attention_scratch(stream(), threads * slot_size, q, k, v, out);
+    auto buffer = scratch(stream(), threads * slot_size, inputs, out);
     mx::cpu::get_command_encoder(stream()).dispatch([q = mx::array::unsafe_weak_copy(q), k = mx::array::unsafe_weak_copy(k),
                   v = mx::array::unsafe_weak_copy(v), out = mx::array::unsafe_weak_copy(out),
-                  scratch = mx::array::unsafe_weak_copy(scratch), B, H, T, D, S, threads, slot_size, stretches,
+                  scratch = mx::array::unsafe_weak_copy(buffer), B, H, T, D, S, threads, slot_size, stretches,
                   scale = scale_]() mutable {
       static const auto loop = level().head_attention;
       auto view = [](const mx::array& x, int64_t b, int64_t h) {
@@ -212,14 +216,7 @@ class HeadAttention : public mx::UnaryPrimitive {
       });
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
   const char* name() const override { return "MlxbatchwhisperHeadAttention"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return static_cast<const HeadAttention&>(other).scale_ == scale_;
-  }
-
- private:
-  float scale_;
 };
 
 // y = x wᵀ (+ b) for x (..., K) and w (N × K), both row-contiguous, N a multiple of 32: w packed into
@@ -231,14 +228,9 @@ class Linear : public mx::UnaryPrimitive {
     const auto &x = inputs[0], &w = inputs[1];
     const int64_t N = w.shape(0), K = w.shape(1), M = x.size() / K;
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    mx::array packed({static_cast<int>(N * K)}, mx::float32, nullptr, {});
-    packed.set_data(mx::allocator::malloc(packed.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(out);
-    enc.add_temporary(packed);
+    auto packed = scratch(stream(), N * K, inputs, out);
     const bool has_bias = inputs.size() == 3;
-    enc.dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
+    mx::cpu::get_command_encoder(stream()).dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
                   b = has_bias ? mx::array::unsafe_weak_copy(inputs[2]) : mx::array(0.f),
                   out = mx::array::unsafe_weak_copy(out), packed = mx::array::unsafe_weak_copy(packed), M, N, K,
                   has_bias]() mutable {
