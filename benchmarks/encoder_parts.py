@@ -7,40 +7,27 @@ For each chunk (windows per call): the full `AudioEncoder` pass, and the same wi
 out, both MLP layers, and the second convolution as one product) chained; every layer's
 `mx.fast.scaled_dot_product_attention`; what is left (norms, GELU, residuals, copies) as the difference.
 Each is timed at its fastest of `--repeat` evaluations and given per window and in TFLOP/s, beside one
-large square product's rate measured in the same run.
+large square product's rate (`throughput.measure_hardware`) measured in the same run.
 Usage: python benchmarks/encoder_parts.py --model large-v3 --chunks 8 16 32 [--dtype float16]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
-# isort: off
-import mlxbatchwhisper  # noqa: F401  (first: binds the fast BLAS before MLX loads)
-import mlx.core as mx
-import mlx.nn as nn
-# isort: on
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mlxbatchwhisper.model import ModelDimensions, Whisper
+import mlxbatchwhisper  # noqa: E402, F401, I001  (first: binds the fast BLAS before MLX loads)
+import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
+from throughput import SHAPES, measure_hardware  # noqa: E402
 
-SHAPES = {  # n_mels, n_audio_state, n_audio_head, n_audio_layer
-    "tiny": (80, 384, 6, 4),
-    "base": (80, 512, 8, 6),
-    "large-v3": (128, 1280, 20, 32),
-}
-
-
-def fastest(fn: Callable[[], object], repeat: int) -> float:
-    mx.eval(fn())
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        mx.eval(fn())
-        times.append(time.perf_counter() - start)
-    return min(times)
+from mlxbatchwhisper.model import Whisper  # noqa: E402
+from mlxbatchwhisper.runtime import fastest_seconds  # noqa: E402
 
 
 def main() -> None:
@@ -51,15 +38,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     dtype = getattr(mx, args.dtype)
-    n_mels, d, h, layers = SHAPES[args.model]
-    dims = ModelDimensions(n_mels, 1500, d, h, layers, 51866, 448, d, h, 1)
+    dims = dataclasses.replace(SHAPES[args.model], n_text_layer=1)  # the encoder's shapes; one decoder layer
+    n_mels, d, h, layers = dims.n_mels, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer
     model = Whisper(dims, dtype=dtype)
     mx.eval(model.parameters())
     print(json.dumps({"device": str(mx.default_device()), "mlx": mx.__version__, **vars(args)}))
-    n = 8192 if mx.default_device() == mx.gpu else 2048
-    square = mx.random.normal((n, n)).astype(dtype)
-    peak = 2 * n**3 / fastest(lambda: square @ square, args.repeat) / 1e12
-    print(f"square {n} product: {peak:.2f} TFLOP/s")
+    print(json.dumps(measure_hardware(args.repeat)))  # a square product's rate (8192², float16 on a GPU)
     t = 1500
     shapes = {"qkvo": (d, d), "mlp1": (4 * d, d), "mlp2": (d, 4 * d), "conv2": (d, 3 * d)}
     w = {n: (mx.random.normal(s) * 0.02).astype(dtype) for n, s in shapes.items()}
@@ -81,7 +65,7 @@ def main() -> None:
         def attention():
             return [mx.fast.scaled_dot_product_attention(q, q, q, scale=(d // h) ** -0.5) for _ in range(layers)]
 
-        full = fastest(lambda: model.encoder(mel), args.repeat)
+        full = fastest_seconds(lambda: model.encoder(mel), args.repeat)
         blocks = [mx.compile(b) for b in model.encoder.blocks]  # each block's elementwise work fused
 
         def compiled():
@@ -91,9 +75,9 @@ def main() -> None:
                 y = block(y)
             return enc.ln_post(y)
 
-        fused = fastest(compiled, args.repeat)
-        prod = fastest(products, args.repeat)
-        attn = fastest(attention, args.repeat)
+        fused = fastest_seconds(compiled, args.repeat)
+        prod = fastest_seconds(products, args.repeat)
+        attn = fastest_seconds(attention, args.repeat)
         prod_flops = 2 * chunk * t * d * d * (3 + layers * 12)
         attn_flops = 4 * chunk * t * t * d * layers
         print(

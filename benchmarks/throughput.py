@@ -33,6 +33,7 @@ from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
 from mlxbatchwhisper.heads import heads_for_name  # noqa: E402
 from mlxbatchwhisper.model import ModelDimensions, Whisper  # noqa: E402
 from mlxbatchwhisper.prefill import AudioEncoder  # noqa: E402
+from mlxbatchwhisper.runtime import fastest_seconds  # noqa: E402
 
 SHAPES = {
     "large-v3": ModelDimensions(128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32),
@@ -51,18 +52,9 @@ def measure_hardware(repeat: int = 10) -> dict:
     x = mx.random.normal((size, size)).astype(dtype)
     mx.eval(a, x)
 
-    def best(fn) -> float:
-        mx.eval(fn())
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            mx.eval(fn())
-            times.append(time.perf_counter() - start)
-        return min(times)
-
     return {
-        "read_gb_s": a.nbytes / best(lambda: a.sum()) / 1e9,
-        "matmul_tflop_s": 2 * size**3 / best(lambda: x @ x) / 1e12,
+        "read_gb_s": a.nbytes / fastest_seconds(lambda: a.sum(), repeat) / 1e9,
+        "matmul_tflop_s": 2 * size**3 / fastest_seconds(lambda: x @ x, repeat) / 1e12,
     }
 
 

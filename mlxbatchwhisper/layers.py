@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
-from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -35,17 +33,7 @@ def tiles_speedup() -> float:
 
 def _measure_tiles() -> float:
     x, w = (mx.random.normal(s, key=mx.random.key(i)) for i, s in enumerate(((1500, 384), (1536, 384))))
-
-    def fastest(product: Callable[[], mx.array]) -> float:
-        mx.eval(product())
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            mx.eval(product())
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return fastest(lambda: x @ w.T) / fastest(lambda: _kernels.linear(x, w))
+    return runtime.fastest_seconds(lambda: x @ w.T) / runtime.fastest_seconds(lambda: _kernels.linear(x, w))
 
 
 def native_linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> bool:

@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 
 BLAS_ENV = "MLXBATCHWHISPER_BLAS"
@@ -151,6 +152,19 @@ def cached_measurement(key: str, measure: Callable[[], float]) -> float:
 def _measured_speeds(paths: list[str]) -> dict[str, float]:
     """GFLOP/s per library, from the cache where this CPU and library were measured before."""
     return {path: cached_measurement(_cache_key(path), lambda path=path: measure_blas(path)) for path in paths}
+
+
+def fastest_seconds(fn: Callable[[], object], repeat: int = 5) -> float:
+    """Seconds of the fastest of `repeat` evaluations of `fn()`'s arrays, after one to warm up."""
+    import mlx.core as mx
+
+    mx.eval(fn())
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        mx.eval(fn())
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def blas_key() -> str:
