@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cfloat>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -26,7 +27,9 @@
 namespace {
 
 // ---------------------------------------------------------------- thread pool
-// Workers are started once and wait for jobs; the calling thread takes a share of every job.
+// Workers are started once and wait for jobs; the calling thread takes a share of every job. A worker
+// that finished one waits for the next a while yielding its core (a decoding step's kernels follow each
+// other within microseconds, and a sleeping thread takes tens of them to wake), then sleeps.
 class Pool {
  public:
   int threads() const { return threads_; }
@@ -45,44 +48,57 @@ class Pool {
       return;
     }
     start_workers(shares - 1);
+    fn_ = &fn;
+    units_ = units;
+    pending_.store(shares - 1, std::memory_order_relaxed);
     {
-      std::lock_guard<std::mutex> lock(mutex_);
-      fn_ = &fn;
-      units_ = units;
-      shares_ = shares;
-      next_.store(1);
-      pending_ = shares - 1;
+      std::lock_guard<std::mutex> lock(mutex_);  // a worker about to sleep sees the job or is woken
       generation_++;
+      state_.store(generation_ << 32 | uint64_t(shares) << 16 | 1, std::memory_order_release);
     }
     wake_.notify_all();
-    work(0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return pending_ == 0; });
+    work(0, shares);
+    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     fn_ = nullptr;
   }
 
  private:
-  void work(int share) {
-    int64_t per = (units_ + shares_ - 1) / shares_, begin = share * per, end = std::min(units_, begin + per);
+  static constexpr auto kSpin = std::chrono::microseconds(50);
+
+  void work(int share, int shares) {
+    int64_t per = (units_ + shares - 1) / shares, begin = share * per, end = std::min(units_, begin + per);
     if (begin < end) (*fn_)(begin, end);
+  }
+
+  // Takes a share of the job after generation `seen`, if one is left: [generation | shares | next share].
+  bool take(uint64_t& seen) {
+    uint64_t state = state_.load(std::memory_order_acquire);
+    while (state >> 32 != seen) {
+      const int shares = static_cast<int>(state >> 16 & 0xffff), share = static_cast<int>(state & 0xffff);
+      if (share >= shares) {
+        seen = state >> 32;
+        return false;
+      }
+      if (state_.compare_exchange_weak(state, state + 1, std::memory_order_acq_rel)) {
+        work(share, shares);
+        pending_.fetch_sub(1, std::memory_order_release);
+        seen = state >> 32;
+        return true;
+      }
+    }
+    return false;
   }
 
   void start_workers(int n) {
     while (static_cast<int>(workers_.size()) < n) {
-      workers_.emplace_back([this] {
-        uint64_t seen = 0;
+      workers_.emplace_back([this, seen = generation_ & 0xffffffff]() mutable {  // the jobs so far
         for (;;) {
-          int share;
-          {
-            std::unique_lock<std::mutex> lock(mutex_);
-            wake_.wait(lock, [&] { return generation_ != seen; });
-            seen = generation_;
-            share = next_.fetch_add(1);
-            if (share >= shares_) continue;
-          }
-          work(share);
-          std::lock_guard<std::mutex> lock(mutex_);
-          if (--pending_ == 0) done_.notify_one();
+          const auto until = std::chrono::steady_clock::now() + kSpin;
+          bool worked = false;
+          while (!(worked = take(seen)) && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+          if (worked) continue;
+          std::unique_lock<std::mutex> lock(mutex_);
+          wake_.wait(lock, [&] { return state_.load(std::memory_order_acquire) >> 32 != seen; });
         }
       });
     }
@@ -90,11 +106,11 @@ class Pool {
 
   std::vector<std::thread> workers_;  // never joined
   std::mutex mutex_, job_mutex_;
-  std::condition_variable wake_, done_;
+  std::condition_variable wake_;
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t units_ = 0;
-  int shares_ = 0, pending_ = 0;
-  std::atomic<int> next_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> state_{0};
   uint64_t generation_ = 0;
   int threads_ = 1;
 };
@@ -122,6 +138,24 @@ VECTORIZED void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) 
     float inv = 1.f / s;
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) q[i] *= inv;
+  }
+}
+
+// (x - mean) / sqrt(var + eps) · w + b over each row of n (the variance about the mean, in two passes)
+VECTORIZED void layer_norm_rows(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t n,
+                                float eps) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* p = x + r * n;
+    float* q = y + r * n;
+    float sum = 0.f, squares = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; i++) sum += p[i];
+    const float mean = sum / n;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t i = 0; i < n; i++) squares += (p[i] - mean) * (p[i] - mean);
+    const float inv = 1.f / std::sqrt(squares / n + eps);
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) q[i] = (p[i] - mean) * inv * w[i] + b[i];
   }
 }
 

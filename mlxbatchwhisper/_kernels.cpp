@@ -39,6 +39,7 @@ mx::Stream cpu_stream() { return mx::default_stream(mx::Device::cpu); }
 mx::array checked(const mx::array& x, const char* what) {
   if (x.dtype() != mx::float32) throw std::invalid_argument(std::string(what) + ": float32 expected");
   if (x.ndim() < 1 || x.shape().back() == 0) throw std::invalid_argument(std::string(what) + ": empty last axis");
+  if (x.is_available() && x.flags().row_contiguous) return x;  // weights, caches: no node in the graph
   return mx::contiguous(x, false, cpu_stream());
 }
 
@@ -50,6 +51,14 @@ mx::array softmax(const mx::array& x) {
 mx::array gelu(const mx::array& x) {
   auto xc = checked(x, "gelu");
   return mx::array(xc.shape(), mx::float32, std::make_shared<Gelu>(cpu_stream()), {xc});
+}
+
+mx::array layer_norm(const mx::array& x, const mx::array& w, const mx::array& b, float eps) {
+  auto xc = checked(x, "layer_norm"), wc = checked(w, "layer_norm"), bc = checked(b, "layer_norm");
+  const mx::Shape row{xc.shape().back()};
+  if (wc.shape() != row || bc.shape() != row)
+    throw std::invalid_argument("layer_norm: weight and bias of x's last axis expected");
+  return mx::array(xc.shape(), mx::float32, std::make_shared<LayerNorm>(cpu_stream(), eps), {xc, wc, bc});
 }
 
 mx::array logsumexp(const mx::array& x) {
@@ -90,11 +99,16 @@ mx::array head_attention(const mx::array& q, const mx::array& k, const mx::array
   return mx::array(q.shape(), mx::float32, std::make_shared<HeadAttention>(cpu_stream(), scale), {q, k, v});
 }
 
-mx::array linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& b) {
+mx::array linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& b,
+                 std::optional<bool> in_place) {
   auto xc = checked(x, "linear"), wc = checked(w, "linear");
-  if (wc.ndim() != 2 || xc.ndim() < 1 || xc.shape(-1) != wc.shape(1) || wc.shape(0) % 32 != 0 || wc.shape(1) == 0)
-    throw std::invalid_argument("linear: x (..., K) and w (N, K), N a multiple of 32, expected");
-  if (wc.size() > INT32_MAX) throw std::invalid_argument("linear: w of more than 2^31 values");
+  if (wc.ndim() != 2 || xc.ndim() < 1 || xc.shape(-1) != wc.shape(1) || wc.shape(0) == 0 || wc.shape(1) == 0)
+    throw std::invalid_argument("linear: x (..., K) and w (N, K), neither empty, expected");
+  if (wc.size() > INT32_MAX || xc.size() > INT32_MAX) throw std::invalid_argument("linear: more than 2^31 values");
+  const int64_t M = xc.size() / wc.shape(1), panel = level().panel;
+  const bool whole_panels = wc.shape(0) % panel == 0;
+  if (in_place == false && !whole_panels)
+    throw std::invalid_argument("linear: panels need N a multiple of " + std::to_string(panel));
   std::vector<mx::array> inputs{xc, wc};
   if (b) {
     auto bc = checked(*b, "linear");
@@ -103,7 +117,8 @@ mx::array linear(const mx::array& x, const mx::array& w, const std::optional<mx:
   }
   auto shape = xc.shape();
   shape.back() = wc.shape(0);
-  return mx::array(shape, mx::float32, std::make_shared<Linear>(cpu_stream()), inputs);
+  const bool place = in_place.value_or(M <= kFewRows || !whole_panels);
+  return mx::array(shape, mx::float32, std::make_shared<Linear>(cpu_stream(), place), inputs);
 }
 
 std::vector<mx::array> lstm(const mx::array& gates, const mx::array& wh, const mx::array& h0, const mx::array& c0) {
@@ -135,6 +150,8 @@ NB_MODULE(_kernels, m) {
   m.def("mlx_version", [] { return std::string(mx::version()); }, "The MLX version loaded in this process.");
   m.def("softmax", &softmax, "x"_a, "Softmax over the last axis of a float32 array (lazy, on the CPU).");
   m.def("gelu", &gelu, "x"_a, "Exact (erf) GELU of a float32 array (lazy, on the CPU).");
+  m.def("layer_norm", &layer_norm, "x"_a, "w"_a, "b"_a, "eps"_a,
+        "Layer normalization over the last axis of a float32 array, then · w + b (lazy, on the CPU).");
   m.def("logsumexp", &logsumexp, "x"_a, "log Σ exp over the last axis of a float32 array (lazy, on the CPU).");
   m.def("topk", &topk, "x"_a, "k"_a,
         "[indices, values] of the k largest of each last-axis row, largest first (lazy, on the CPU).");
@@ -143,8 +160,9 @@ NB_MODULE(_kernels, m) {
   m.def("head_attention", &head_attention, "q"_a, "k"_a, "v"_a, "scale"_a,
         "softmax(q kᵀ·scale) v for q (B, H, T, D) and k, v (B, H, S, D), a head at a time; the result is laid "
         "out (B, T, H, D) in memory (lazy, on the CPU).");
-  m.def("linear", &linear, "x"_a, "w"_a, "b"_a = nb::none(),
-        "x wᵀ (+ b) for float32 x (..., K), w (N, K) with N a multiple of 32, b (N,) (lazy, on the CPU).");
+  m.def("linear", &linear, "x"_a, "w"_a, "b"_a = nb::none(), "in_place"_a = nb::none(),
+        "x wᵀ (+ b) for float32 x (..., K), w (N, K), b (N,) (lazy, on the CPU): w read in place (few rows, "
+        "or N not a multiple of a panel) or packed into panels, the same bits either way; in_place forces one.");
   m.def("lstm", &lstm, "gates"_a, "wh"_a, "h0"_a, "c0"_a,
         "[hidden (B, T, H), last cell (B, H)] of an LSTM over gates x·Wxᵀ + b (B, T, 4H) (lazy, on the CPU).");
   m.def("median_filter", &median_filter, "x"_a, "lengths"_a, "width"_a,

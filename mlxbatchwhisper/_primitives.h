@@ -72,6 +72,35 @@ class Gelu : public mx::UnaryPrimitive {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
+class LayerNorm : public mx::UnaryPrimitive {
+ public:
+  LayerNorm(mx::Stream s, float eps) : mx::UnaryPrimitive(s), eps_(eps) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &x = inputs[0], &w = inputs[1], &b = inputs[2];
+    mx::set_unary_output_data(x, out);  // each row is read whole before it is written
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    int64_t n = x.shape().back();
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
+                  b = mx::array::unsafe_weak_copy(b), out = mx::array::unsafe_weak_copy(out), n,
+                  eps = eps_]() mutable {
+      const float *src = x.data<float>(), *pw = w.data<float>(), *pb = b.data<float>();
+      float* dst = out.data<float>();
+      pool().run(static_cast<int64_t>(x.size()) / n,
+                 [&](int64_t lo, int64_t hi) { layer_norm_rows(src + lo * n, pw, pb, dst + lo * n, hi - lo, n, eps); });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperLayerNorm"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return static_cast<const LayerNorm&>(other).eps_ == eps_;
+  }
+
+ private:
+  float eps_;
+};
+
 class LogSumExp : public mx::UnaryPrimitive {
  public:
   explicit LogSumExp(mx::Stream s) : mx::UnaryPrimitive(s) {}
@@ -168,10 +197,12 @@ class Attend : public ScaledAttention {
       const float *pq = q.data<float>(), *pk = k.data<float>(), *pv = v.data<float>();
       float *po = out.data<float>(), *ps = scratch.data<float>();
       std::atomic<int> slot{0};
+      static const Level& lv = level();
+      const auto loop = dim % (4 * lv.group) == 0 ? lv.attend : attend;
       pool().run(units, [&](int64_t b, int64_t e) {
         float* scores = ps + static_cast<int64_t>(slot.fetch_add(1) % threads) * nq * length;
-        attend(pq + b * nq * dim, pk + b * length * dim, pv + b * length * dim, po + b * nq * dim, e - b, nq,
-               length, dim, scale, scores);
+        loop(pq + b * nq * dim, pk + b * length * dim, pv + b * length * dim, po + b * nq * dim, e - b, nq, length,
+             dim, scale, scores);
       });
     });
   }
@@ -219,27 +250,37 @@ class HeadAttention : public ScaledAttention {
   const char* name() const override { return "MlxbatchwhisperHeadAttention"; }
 };
 
-// y = x wᵀ (+ b) for x (..., K) and w (N × K), both row-contiguous, N a multiple of 32: w packed into
-// panels (product_rows), then blocks of kRowBlock rows split over the threads.
+// y = x wᵀ (+ b) for x (..., K) and w (N × K), both row-contiguous, by one of two paths of the same
+// arithmetic (the same bits): w packed into panels (product_rows), blocks of kRowBlock rows split over
+// the threads; or, for few rows or N not a multiple of a panel, x packed into groups and w read in place
+// (weight_rows), its rows split over the threads.
 class Linear : public mx::UnaryPrimitive {
  public:
-  explicit Linear(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  Linear(mx::Stream s, bool in_place) : mx::UnaryPrimitive(s), in_place_(in_place) {}
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &x = inputs[0], &w = inputs[1];
     const int64_t N = w.shape(0), K = w.shape(1), M = x.size() / K;
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto packed = scratch(stream(), N * K, inputs, out);
+    const Level& lv = level();
+    const int64_t groups = (M + lv.group - 1) / lv.group;
+    auto packed = scratch(stream(), in_place_ ? groups * lv.group * K : N * K, inputs, out);
     const bool has_bias = inputs.size() == 3;
     mx::cpu::get_command_encoder(stream()).dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
                   b = has_bias ? mx::array::unsafe_weak_copy(inputs[2]) : mx::array(0.f),
                   out = mx::array::unsafe_weak_copy(out), packed = mx::array::unsafe_weak_copy(packed), M, N, K,
-                  has_bias]() mutable {
-      static const Level& lv = level();
+                  groups, has_bias, in_place = in_place_, &lv]() mutable {
       float* pk = packed.data<float>();
-      const float* pw = w.data<float>();
-      pool().run(N / lv.panel, [&](int64_t first, int64_t last) { lv.pack(pw, K, first, last, pk); });
-      const float *px = x.data<float>(), *pb = has_bias ? b.data<float>() : nullptr;
+      const float *px = x.data<float>(), *pw = w.data<float>(), *pb = has_bias ? b.data<float>() : nullptr;
       float* py = out.data<float>();
+      if (in_place) {
+        pool().run(groups, [&](int64_t first, int64_t last) { lv.pack_groups(px, K, M, K, first, last, pk); });
+        const int64_t chunks = (N + kWeightChunk - 1) / kWeightChunk;
+        pool().run(chunks, [&](int64_t first, int64_t last) {
+          lv.weight_rows(pk, M, K, pw, pb, py, N, first * kWeightChunk, std::min(N, last * kWeightChunk));
+        });
+        return;
+      }
+      pool().run(N / lv.panel, [&](int64_t first, int64_t last) { lv.pack(pw, K, first, last, pk); });
       pool().run((M + kRowBlock - 1) / kRowBlock, [&](int64_t first, int64_t last) {
         lv.product(px, K, pk, pb, py, first * kRowBlock, std::min(M, last * kRowBlock), K, N);
       });
@@ -247,7 +288,12 @@ class Linear : public mx::UnaryPrimitive {
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
   const char* name() const override { return "MlxbatchwhisperLinear"; }
-  bool is_equivalent(const mx::Primitive&) const override { return true; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return static_cast<const Linear&>(other).in_place_ == in_place_;
+  }
+
+ private:
+  bool in_place_;
 };
 
 class Lstm : public mx::Primitive {

@@ -6,10 +6,12 @@ a decoding step's log-sum-exp over the vocabulary cost more than the step's atte
 VAD's LSTM runs op by op, and word alignment's median filter as dozens of passes over its
 scores; and the BLAS libraries at hand can leave half of a CPU's vector rate unused (OpenBLAS
 0.3.21 and MKL on a 2-core AVX-512 AMD EPYC: ~100-120 GFLOP/s a core, where register tiles in
-AVX-512 reach ~200), most on the encoder's K = 64 attention products. For float32 work (over at
-least `MIN_LENGTH` rows or positions), the optional `_kernels` extension computes these as MLX
-primitives (`_kernels.cpp`): they return lazy arrays in MLX's graph, write only into buffers MLX
-allocates for them (or donates), and run when the graph is evaluated.
+AVX-512 reach ~200), most on the encoder's K = 64 attention products; a decoding step's products
+of a few rows pack the whole weight matrix first. For float32 work (softmax and attention over at
+least `MIN_LENGTH` positions; products, GELU and layer norms of any size, so that a row's result
+does not depend on its batch), the optional `_kernels` extension computes these as MLX primitives
+(`_kernels.cpp`): they return lazy arrays in MLX's graph, write only into buffers MLX allocates
+for them (or donates), and run when the graph is evaluated.
 
 CUDA: a decoding step's cross-attention streams every row's keys and values (large-v3 at batch
 64: 0.5 GB a layer); MLX's attention reads them at ~1.2 TB/s on an H100. `_ONE_QUERY_CUDA` is
@@ -379,7 +381,8 @@ def lstm(module: nn.LSTM, x: mx.array, state: tuple[mx.array, mx.array] | None =
 
 
 def gelu(x: mx.array) -> mx.array:
-    """Exact (erf) GELU of a (B, T, F) activation."""
-    if x.ndim < 2 or not _native(x, x.size // x.shape[-1]):  # rows: batch × tokens
+    """Exact (erf) GELU of a (B, T, F) activation: natively for float32 of any size (MLX's erf takes an
+    element at a time), so a row's result is the same alone or in any batch."""
+    if x.size == 0 or x.dtype != mx.float32 or not native_available():
         return nn.gelu(x)
     return _kernels.gelu(x)

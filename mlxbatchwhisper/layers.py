@@ -1,6 +1,6 @@
-"""The model's linear layers and convolutions: MLX's, with their float32 products over audio positions
-(the encoder's, the cross-attention keys and values) on the CPU through the native register tiles
-(`_kernels.linear`) where those beat the BLAS; the same parameters, so checkpoints load as into MLX's."""
+"""The model's linear layers and convolutions: MLX's, with their float32 products on the CPU through the
+native register tiles (`_kernels.linear`) where those beat the BLAS; the same parameters, so checkpoints
+load as into MLX's."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from . import runtime
-from .kernels import THREADS, _kernels, _native
+from .kernels import THREADS, _kernels, native_available
 
 TILES_ENV = "MLXBATCHWHISPER_TILES"  # on / off: the native tiles without measuring
-TEXT_POSITIONS = 448  # Whisper's longest token sequence (n_text_ctx); audio has 1500 positions a window
 
 
 @functools.cache
@@ -37,13 +36,12 @@ def _measure_tiles() -> float:
 
 
 def native_linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> bool:
-    """Whether `linear` runs these operands through the native tiles: float32, N % 32 == 0, the tiles
-    faster than the BLAS on this CPU (`tiles_speedup`), and x audio positions — sequences longer than
-    any token sequence (`TEXT_POSITIONS`). The choice then never depends on the batch: a decoder's
-    token rows always go to the BLAS, whatever the batch's size or its longest prompt."""
-    audio = x.ndim >= 2 and x.shape[-2] > TEXT_POSITIONS
-    float32 = weight.dtype == mx.float32 and (bias is None or bias.dtype == mx.float32)
-    return audio and float32 and weight.shape[0] % 32 == 0 and _native(x, x.shape[-2]) and tiles_speedup() > 1.0
+    """Whether `linear` runs these operands through the native tiles: float32 and the tiles faster than
+    the BLAS on this CPU (`tiles_speedup`). The choice never depends on the number of rows, and the
+    tiles sum each output the same way whatever the rows (few rows read the weights in place, many
+    pack them: the same bits), so a row's result never depends on its batch."""
+    float32 = x.dtype == weight.dtype == mx.float32 and (bias is None or bias.dtype == mx.float32)
+    return float32 and x.ndim >= 1 and weight.size > 0 and native_available() and tiles_speedup() > 1.0
 
 
 def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
@@ -58,6 +56,17 @@ class Linear(nn.Linear):
 
     def __call__(self, x: mx.array) -> mx.array:
         return linear(x, self.weight, self.bias if "bias" in self else None)
+
+
+class LayerNorm(nn.LayerNorm):
+    """`nn.LayerNorm`; float32 on the CPU as one native pass a row (MLX's CPU build runs it as a
+    dozen operations, each a pass over the activations and a node of the graph)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        float32 = "weight" in self and "bias" in self and x.dtype == self.weight.dtype == mx.float32
+        if not float32 or x.size == 0 or not native_available():
+            return super().__call__(x)
+        return _kernels.layer_norm(x, self.weight, self.bias, self.eps)
 
 
 class Conv1d(nn.Conv1d):

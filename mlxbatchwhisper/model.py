@@ -17,7 +17,7 @@ import mlx.nn as nn
 from .cache import KVCache
 from .heads import Heads, default_heads
 from .kernels import CrossKV, attention, cross_attention, dequantize_kv, gelu, quantize_kv
-from .layers import Conv1d, Linear
+from .layers import Conv1d, LayerNorm, Linear, linear
 from .quantize import float_weight
 
 
@@ -134,12 +134,12 @@ class ResidualAttentionBlock(nn.Module):
     def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
         super().__init__()
         self.attn = MultiHeadAttention(n_state, n_head)
-        self.attn_ln = nn.LayerNorm(n_state)
+        self.attn_ln = LayerNorm(n_state)
         self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
-        self.cross_attn_ln = nn.LayerNorm(n_state) if cross_attention else None
+        self.cross_attn_ln = LayerNorm(n_state) if cross_attention else None
         self.mlp1 = Linear(n_state, 4 * n_state)
         self.mlp2 = Linear(4 * n_state, n_state)
-        self.mlp_ln = nn.LayerNorm(n_state)
+        self.mlp_ln = LayerNorm(n_state)
 
     def __call__(
         self,
@@ -172,7 +172,7 @@ class AudioEncoder(nn.Module):
         self._positional_embedding = sinusoids(n_ctx, n_state)
         mx.eval(self._positional_embedding)  # not a parameter: evaluate now, so any thread can use it
         self.blocks = [ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)]
-        self.ln_post = nn.LayerNorm(n_state)
+        self.ln_post = LayerNorm(n_state)
 
     def __call__(self, mel: mx.array) -> mx.array:
         *_, features = self.stages(mel)
@@ -203,7 +203,7 @@ class TextDecoder(nn.Module):
         self.token_embedding = nn.Embedding(n_vocab, n_state)
         self.positional_embedding = mx.zeros((n_ctx, n_state))
         self.blocks = [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
-        self.ln = nn.LayerNorm(n_state)
+        self.ln = LayerNorm(n_state)
         self.kv_bits: int | None = None  # 8: keep the cross-attention K/V as int8 with a scale per vector
         self.absorbed = False  # True: cross-attention against the audio features, no K/V (`absorb`)
 
@@ -283,7 +283,9 @@ class TextDecoder(nn.Module):
 
     def project(self, x: mx.array) -> mx.array:
         """Logits over the vocabulary (the output head is the token embedding)."""
-        return self.token_embedding.as_linear(x)
+        if isinstance(self.token_embedding, nn.Embedding):
+            return linear(x, self.token_embedding.weight)
+        return self.token_embedding.as_linear(x)  # quantized
 
 
 class Whisper(nn.Module):

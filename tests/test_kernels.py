@@ -43,6 +43,33 @@ def test_gelu_is_exact(threads):
     assert np.abs(np.array(K.gelu(x)) - exact).max() < 2e-6
 
 
+def test_layer_norm_matches_float64_and_each_row_alone(threads):
+    keys = mx.random.split(mx.random.key(3), 3)
+    x = mx.random.normal((4, 37, 384), key=keys[0]) * 3 + 1
+    w, b = mx.random.normal((384,), key=keys[1]), mx.random.normal((384,), key=keys[2])
+    outs = []
+    for n in (1, 2, 5):
+        threads(n)
+        outs.append(np.array(K.layer_norm(x, w, b, 1e-5)))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    assert np.array_equal(np.array(K.layer_norm(x[2:3, 5:6], w, b, 1e-5))[0, 0], outs[0][2, 5])
+    x64 = np.array(x).astype(np.float64)
+    ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5) * np.array(w) + np.array(b)
+    mlx_error = np.abs(np.array(mx.fast.layer_norm(x, w, b, 1e-5)) - ref).max()
+    assert np.abs(outs[0] - ref).max() <= 2 * mlx_error + 1e-6
+
+
+def test_layer_norm_layers_take_the_kernel_for_float32_only():
+    layer = layers.LayerNorm(64)
+    layer.update({"weight": mx.random.normal((64,)), "bias": mx.random.normal((64,))})
+    x = mx.random.normal((2, 3, 64))
+    assert mx.array_equal(layer(x), K.layer_norm(x, layer.weight, layer.bias, layer.eps)).item()
+    half = layers.LayerNorm(64)
+    half.set_dtype(mx.float16)
+    assert half(x.astype(mx.float16)).dtype == mx.float16  # MLX's
+    assert np.abs(np.array(layer(x)) - np.array(nn.LayerNorm.__call__(layer, x))).max() < 1e-5
+
+
 def test_kernels_leave_their_inputs_and_views_of_them_unchanged():
     """A reshape shares its source's buffer: a kernel given one must not write through it."""
     key = mx.random.key(7)
@@ -72,7 +99,7 @@ def test_kernel_graph_is_lazy_and_traceable():
     proves none happens in the middle."""
 
     def step(x, q, k, v, w):
-        h = kernels.gelu(x @ w)  # (B, 1, 1536) rows < MIN_LENGTH go to MLX: use 64 rows
+        h = kernels.gelu(x @ w)
         o = kernels.cross_attention(q, k, v)
         logits = h.reshape(h.shape[0], -1)
         return o, logits - kernels.logsumexp(logits)[:, None]
@@ -116,6 +143,30 @@ def test_one_query_attention_matches_sdpa():
     )
     ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125)
     assert np.abs(np.array(kernels.cross_attention(q, k, v)) - np.array(ref)).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "queries, length, dim", [(1, 1500, 64), (5, 1500, 64), (16, 1500, 64), (3, 37, 64), (2, 100, 48)]
+)
+def test_few_query_attention_matches_float64_and_is_the_same_for_each_head_alone(threads, queries, length, dim):
+    """A decoding step's attention (`_kernels.attend`: blocks of keys folded into vectors of scores;
+    a dimension not a multiple of 4 vectors takes the plain loop) against float64, at any thread count,
+    and a head's result the same bits alone as among others."""
+    keys = mx.random.split(mx.random.key(queries * length), 3)
+    q = mx.random.normal((12, queries, dim), key=keys[0])
+    k, v = mx.random.normal((12, length, dim), key=keys[1]), mx.random.normal((12, length, dim), key=keys[2])
+    scale = dim**-0.5
+    outs = []
+    for n in (1, 2, 5):
+        threads(n)
+        outs.append(np.array(K.attend(q, k, v, scale)))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    assert np.array_equal(np.array(K.attend(q[5:6], k[5:6], v[5:6], scale)), outs[0][5:6])
+    assert np.array_equal(np.array(K.attend(q[5:6, -1:], k[5:6], v[5:6], scale))[0, 0], outs[0][5, -1])
+    s = np.einsum("uqd,ukd->uqk", np.array(q, np.float64), np.array(k, np.float64)) * scale
+    p = np.exp(s - s.max(-1, keepdims=True))
+    ref = np.einsum("uqk,ukd->uqd", p / p.sum(-1, keepdims=True), np.array(v, np.float64))
+    assert np.abs(outs[0] - ref).max() < 2e-6
 
 
 @pytest.mark.parametrize("group, tokens", [(5, 1), (4, 3)])
@@ -239,20 +290,50 @@ def test_tiles_are_chosen_by_a_cached_measurement(monkeypatch, tmp_path):
     layers.tiles_speedup.cache_clear()
 
 
-def test_linear_layers_take_the_kernel_for_float32_audio_positions_only(monkeypatch):
+def test_linear_layers_take_the_kernel_for_float32_whatever_the_rows(monkeypatch):
     monkeypatch.setattr(layers, "tiles_speedup", lambda: 2.0)
     layer = layers.Linear(64, 96)
     assert set(layer.parameters()) == {"weight", "bias"}  # nn.Linear's names: checkpoints load as before
-    many, few = mx.random.normal((1, 500, 64)), mx.random.normal((16, 448, 64))  # audio positions; tokens
-    assert mx.array_equal(layer(many), K.linear(many, layer.weight, layer.bias)).item()
-    assert mx.array_equal(layer(few), mx.addmm(layer.bias, few, layer.weight.T)).item()  # whatever the batch
+    for x in (mx.random.normal((1, 500, 64)), mx.random.normal((16, 1, 64))):  # audio positions; a step's tokens
+        assert mx.array_equal(layer(x), K.linear(x, layer.weight, layer.bias)).item()
     half = layers.Linear(64, 96)
     half.set_dtype(mx.float16)
-    assert half(many.astype(mx.float16)).dtype == mx.float16  # MLX's product, not the float32 kernel
-    odd = layers.Linear(64, 40)  # outputs not a multiple of 32
-    assert mx.array_equal(odd(many), mx.addmm(odd.bias, many, odd.weight.T)).item()
+    assert half(x.astype(mx.float16)).dtype == mx.float16  # MLX's product, not the float32 kernel
+    odd = layers.Linear(64, 40)  # outputs not a multiple of a panel: the weights read in place
+    assert mx.array_equal(odd(x), K.linear(x, odd.weight, odd.bias, in_place=True)).item()
     monkeypatch.setattr(layers, "tiles_speedup", lambda: 0.9)  # the BLAS measured faster
-    assert mx.array_equal(layer(many), mx.addmm(layer.bias, many, layer.weight.T)).item()
+    assert mx.array_equal(layer(x), mx.addmm(layer.bias, x, layer.weight.T)).item()
+
+
+@pytest.mark.parametrize("rows, depth, width", [(16, 384, 51872), (13, 600, 96), (300, 64, 64), (1, 512, 32)])
+def test_linear_weights_in_place_or_packed_give_the_same_bits(threads, rows, depth, width):
+    """The two paths of `_kernels.linear` (few rows: x packed, w read in place; many: w packed into
+    panels) sum each output the same way, so the choice by row count never changes a row's result:
+    a row alone (always in place) equals the same row inside any batch."""
+    keys = mx.random.split(mx.random.key(depth), 3)
+    x = mx.random.normal((rows, depth), key=keys[0])
+    w, b = mx.random.normal((width, depth), key=keys[1]), mx.random.normal((width,), key=keys[2])
+    for bias in (b, None):
+        in_place, panels = K.linear(x, w, bias, in_place=True), K.linear(x, w, bias, in_place=False)
+        assert mx.array_equal(in_place, panels).item()
+        threads(1)
+        assert mx.array_equal(K.linear(x, w, bias, in_place=True), in_place).item()
+        threads(kernels.THREADS)
+        assert mx.array_equal(K.linear(x[-1:], w, bias), in_place[-1:]).item()
+    ref = np.array(x).astype(np.float64) @ np.array(w).astype(np.float64).T
+    assert np.abs(np.array(K.linear(x, w)) - ref).max() <= 2 * np.abs(np.array(x @ w.T) - ref).max() + 1e-6
+
+
+def test_head_over_any_vocabulary_is_the_kernel(monkeypatch):
+    """The output head (the token embedding, 51864 or 51866 rows: no whole panels) through the kernel."""
+    from mlxbatchwhisper.model import TextDecoder
+
+    monkeypatch.setattr(layers, "tiles_speedup", lambda: 2.0)
+    decoder = TextDecoder(51866, 448, 64, 1, 1)
+    h = mx.random.normal((3, 64))
+    assert mx.array_equal(decoder.project(h), K.linear(h, decoder.token_embedding.weight)).item()
+    ref = np.array(h).astype(np.float64) @ np.array(decoder.token_embedding.weight).astype(np.float64).T
+    assert np.abs(np.array(decoder.project(h)) - ref).max() < 1e-5
 
 
 @pytest.mark.parametrize("channels, stride, length", [((80, 384), 1, 3000), ((384, 384), 2, 3000), ((16, 32), 2, 1001)])
@@ -304,8 +385,10 @@ def test_wrong_inputs_are_refused():
         K.head_attention(mx.zeros((1, 2, 10, 64)), mx.zeros((1, 3, 10, 64)), mx.zeros((1, 3, 10, 64)), 0.1)
     with pytest.raises(ValueError, match="head_attention"):
         K.head_attention(mx.zeros((1, 2, 10, 64)), mx.zeros((1, 2, 0, 64)), mx.zeros((1, 2, 0, 64)), 0.1)
-    with pytest.raises(ValueError, match="multiple of 32"):
-        K.linear(mx.zeros((100, 8)), mx.zeros((40, 8)))
+    with pytest.raises(ValueError, match="panels need N a multiple"):
+        K.linear(mx.zeros((100, 8)), mx.zeros((40, 8)), in_place=False)
+    with pytest.raises(ValueError, match="neither empty"):
+        K.linear(mx.zeros((100, 8)), mx.zeros((0, 8)))
     with pytest.raises(ValueError, match="bias"):
         K.linear(mx.zeros((100, 8)), mx.zeros((32, 8)), mx.zeros((31,)))
     with pytest.raises(ValueError, match="none empty"):
