@@ -51,7 +51,9 @@ def _extensions() -> list[Extension]:
     ext = Extension(
         "mlxbatchwhisper._kernels",
         ["mlxbatchwhisper/_kernels.cpp"],
-        depends=[f"mlxbatchwhisper/{h}" for h in ("_primitives.h", "_kernel_loops.h", "_kernel_tiles.h")],
+        depends=[
+            f"mlxbatchwhisper/{h}" for h in ("_primitives.h", "_kernel_loops.h", "_kernel_dots.h", "_kernel_tiles.h")
+        ],
         include_dirs=[
             os.path.join(mlx_dir, "include"),
             os.path.join(nb_dir, "include"),

@@ -1,11 +1,9 @@
 // Register tiles for the CPU's float32 products of many rows: a head's self-attention and a linear
-// layer's product, each compiled for AVX-512, AVX2 and 4-wide vectors, one level chosen at run time.
-// Plain C++ on float buffers (no MLX), as _kernel_loops.h.
+// layer's product; with _kernel_dots.h's, each compiled for AVX-512, AVX2 and 4-wide vectors, one level
+// chosen at run time. Plain C++ on float buffers (no MLX), as _kernel_loops.h.
 #pragma once
 
-#include <utility>
-
-#include "_kernel_loops.h"
+#include "_kernel_dots.h"
 
 namespace {
 
@@ -15,22 +13,6 @@ namespace {
 // vectors of keys; a few queries against C vectors of a value row). Each result is summed in one
 // order whatever the blocking, threads or batch: a score over d, an output over the keys (then
 // divided by its row's sum of exponentials).
-typedef float f4 __attribute__((vector_size(16)));
-typedef float f8 __attribute__((vector_size(32)));
-typedef float f16 __attribute__((vector_size(64)));
-
-template <class V>
-INLINE V load(const float* p) {  // unaligned
-  V x;
-  std::memcpy(&x, p, sizeof x);
-  return x;
-}
-
-template <class V>
-INLINE void store(float* p, V x) {
-  std::memcpy(p, &x, sizeof x);
-}
-
 struct HeadView {  // one head's (rows × dim) matrix: element (t, d) at data[t * row + d * col]
   const float* data;
   int64_t row, col;
@@ -156,8 +138,6 @@ INLINE void head_attention_rows(HeadView q, HeadView k, HeadView v, float* out, 
 // then the bias, whatever the number of rows, the threads or the batch.
 constexpr int64_t kDepth = 256;
 constexpr int64_t kRowBlock = 96;  // rows one thread takes at a time: a multiple of every level's R
-constexpr int64_t kFewRows = 256;  // at most this many rows: w read in place (weight_rows), not packed
-constexpr int64_t kWeightChunk = 96;  // w's rows one thread takes at a time in place: a multiple of every R
 
 template <int L>
 INLINE void pack_panels(const float* w, int64_t K, int64_t first, int64_t last, float* packed) {
@@ -213,153 +193,6 @@ INLINE void product_rows(const float* x, int64_t lda, const float* packed, const
   }
 }
 
-// The same sums with the roles swapped, for few rows (a decoding step's), where packing w would cost
-// more than reading it: x's rows packed into groups of L (for each k, the group's L values side by side),
-// w read in place, each weight broadcast against a group, R weights' rows a tile. An output's arithmetic
-// is product_tile's, so either path gives the same bits.
-template <int L>
-INLINE void pack_groups(const float* x, int64_t lda, int64_t M, int64_t K, int64_t first, int64_t last,
-                        float* packed) {
-  for (int64_t g = first; g < last; g++)
-    for (int64_t j = 0; j < L; j++) {
-      const int64_t m = g * L + j;
-      for (int64_t k = 0; k < K; k++) packed[(g * K + k) * L + j] = m < M ? x[m * lda + k] : 0.f;
-    }
-}
-
-// y[m][r] for the R weights' rows at w and the rows m < `rows` of the group at `group`
-template <class V, int L, int R>
-INLINE void weight_tile(const float* group, int64_t K, const float* w, const float* bias, float* y, int64_t ldy,
-                        int64_t rows) {
-  V total[R] = {};
-  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-    const int64_t end = std::min(K, k0 + kDepth);
-    V a[R];
-    for (int r = 0; r < R; r++) a[r] = V{};
-    for (int64_t k = k0; k < end; k++) {
-      const V x = load<V>(group + k * L);
-      for (int r = 0; r < R; r++) a[r] += x * w[r * K + k];
-    }
-    for (int r = 0; r < R; r++) total[r] = k0 > 0 ? total[r] + a[r] : a[r];
-  }
-  for (int r = 0; r < R; r++) {
-    if (bias) total[r] += bias[r];
-    float lanes[L];
-    store<V>(lanes, total[r]);
-    for (int64_t j = 0; j < L && j < rows; j++) y[j * ldy + r] = lanes[j];
-  }
-}
-
-// Columns [first, last) of y (M × N) from x's packed groups and w (N × K) in place; bias may be null.
-template <class V, int L, int R>
-INLINE void weight_rows(const float* packed, int64_t M, int64_t K, const float* w, const float* bias, float* y,
-                        int64_t N, int64_t first, int64_t last) {
-  const int64_t groups = (M + L - 1) / L;
-  for (int64_t n = first; n < last;) {
-    const int64_t r = std::min<int64_t>(R, last - n);
-    for (int64_t g = 0; g < groups; g++) {
-      const float *x = packed + g * K * L, *b = bias ? bias + n : nullptr;
-      float* out = y + g * L * N + n;
-      if (r == R)
-        weight_tile<V, L, R>(x, K, w + n * K, b, out, N, M - g * L);
-      else
-        for (int64_t i = 0; i < r; i++) weight_tile<V, L, 1>(x, K, w + (n + i) * K, b ? b + i : b, out + i, N, M - g * L);
-    }
-    n += r;
-  }
-}
-
-// ---------------------------------------------------------------- a decoding step's attention
-// softmax(q kᵀ·scale) v for a few queries against one head's keys and values (rows of dim floats, dim a
-// multiple of 4L). Scores a block of L keys at a time: each key's products summed into one vector,
-// then the block's L vectors folded into one vector of L sums (transpose_sum); outputs in registers,
-// blocks of 4 queries × 4 vectors. A query's arithmetic is the same whatever the other queries.
-constexpr int64_t kAhead = 512;  // floats read ahead of the keys and values (prefetched)
-
-template <int L, int S>
-constexpr int fold_lane(int i, bool upper) {  // lane i of a fold at S lanes a key (see transpose_sum)
-  const int half = S / 2, key = i / half, per = L / S;
-  return (key < per ? key * S : L + (key - per) * S) + i % half + (upper ? half : 0);
-}
-
-template <class V, int L, int S, std::size_t... I>
-INLINE V fold(V a, V b, std::index_sequence<I...>) {
-  return __builtin_shufflevector(a, b, fold_lane<L, S>(I, false)...) +
-         __builtin_shufflevector(a, b, fold_lane<L, S>(I, true)...);
-}
-
-// Lane i of the result: the sum of x[i]'s lanes. Each level pairs vectors that hold L/S keys of S
-// lanes into vectors of 2L/S keys of S/2 lanes, the keys in order.
-template <class V, int L, int S = L>
-INLINE V transpose_sum(V* x) {
-  if constexpr (S == 1) {
-    return x[0];
-  } else {
-    for (int i = 0; i < S / 2; i++) x[i] = fold<V, L, S>(x[2 * i], x[2 * i + 1], std::make_index_sequence<L>{});
-    return transpose_sum<V, L, S / 2>(x);
-  }
-}
-
-template <class V, int L, int Q>
-INLINE void attend_values(const float* p, int64_t length, const float* v, int64_t dim, float* out) {
-  for (int64_t c = 0; c < dim; c += 4 * L) {
-    V a[Q][4];
-    for (int j = 0; j < Q; j++)
-      for (int i = 0; i < 4; i++) a[j][i] = V{};
-    for (int64_t t = 0; t < length; t++) {
-      V x[4];
-      for (int i = 0; i < 4; i++) {
-        __builtin_prefetch(v + t * dim + c + i * L + kAhead);
-        x[i] = load<V>(v + t * dim + c + i * L);
-      }
-      for (int j = 0; j < Q; j++) {
-        const float w = p[j * length + t];
-        for (int i = 0; i < 4; i++) a[j][i] += x[i] * w;
-      }
-    }
-    for (int j = 0; j < Q; j++)
-      for (int i = 0; i < 4; i++) store<V>(out + j * dim + c + i * L, a[j][i]);
-  }
-}
-
-// One head: q, out (nq, dim); k, v (length, dim); scores (nq × length) scratch.
-template <class V, int L>
-INLINE void attend_head(const float* q, const float* k, const float* v, float* out, int64_t nq, int64_t length,
-                        int64_t dim, float scale, float* scores) {
-  for (int64_t t0 = 0; t0 < length; t0 += L) {
-    const int64_t n = std::min<int64_t>(L, length - t0);
-    for (int64_t j = 0; j < nq; j++) {
-      const float* qj = q + j * dim;
-      V part[L];
-      for (int i = 0; i < L; i++) {
-        V s = V{};
-        if (i < n)
-          for (int64_t c = 0; c < dim; c += L) {
-            __builtin_prefetch(k + (t0 + i) * dim + c + kAhead);
-            s += load<V>(qj + c) * load<V>(k + (t0 + i) * dim + c);
-          }
-        part[i] = s;
-      }
-      const V sums = transpose_sum<V, L>(part) * scale;
-      float lanes[L];
-      store<V>(lanes, sums);
-      std::memcpy(scores + j * length + t0, lanes, n * sizeof(float));
-    }
-  }
-  softmax_rows(scores, scores, nq, length);
-  int64_t j = 0;
-  for (; j + 4 <= nq; j += 4) attend_values<V, L, 4>(scores + j * length, length, v, dim, out + j * dim);
-  for (; j < nq; j++) attend_values<V, L, 1>(scores + j * length, length, v, dim, out + j * dim);
-}
-
-template <class V, int L>
-INLINE void attend_heads(const float* q, const float* k, const float* v, float* out, int64_t units, int64_t nq,
-                         int64_t length, int64_t dim, float scale, float* scores) {
-  for (int64_t h = 0; h < units; h++)
-    attend_head<V, L>(q + h * nq * dim, k + h * length * dim, v + h * length * dim, out + h * nq * dim, nq, length,
-                      dim, scale, scores);
-}
-
 // The widest vectors the CPU has: AVX-512 (16 floats, 32 registers), AVX2 (8, 16), else 4 (SSE or NEON);
 // each level's tiles compiled for it, one level chosen at run time.
 #define HEAD_ATTENTION_ARGS                                                                                   \
@@ -374,9 +207,8 @@ INLINE void attend_heads(const float* q, const float* k, const float* v, float* 
 #define ATTEND_ARGS                                                                                   \
   const float *q, const float *k, const float *v, float *out, int64_t units, int64_t nq, int64_t length, \
       int64_t dim, float scale, float *scores
-#define GROUPS_ARGS const float *x, int64_t lda, int64_t M, int64_t K, int64_t first, int64_t last, float *packed
-#define WEIGHTS_ARGS                                                                                     \
-  const float *packed, int64_t M, int64_t K, const float *w, const float *bias, float *y, int64_t N, int64_t first, \
+#define DOT_ARGS                                                                                            \
+  const float *x, int64_t M, int64_t K, const float *w, const float *bias, float *y, int64_t N, int64_t first, \
       int64_t last
 
 struct Level {
@@ -384,13 +216,12 @@ struct Level {
   void (*pack)(PACK_ARGS);       // w's panels [first, last)
   void (*product)(PRODUCT_ARGS);  // y's rows [first, last) from the packed panels
   void (*attend)(ATTEND_ARGS);          // units of a few queries, dim a multiple of 4 × group
-  void (*pack_groups)(GROUPS_ARGS);    // x's groups [first, last)
-  void (*weight_rows)(WEIGHTS_ARGS);   // y's columns [first, last) from x's packed groups
+  void (*dot)(DOT_ARGS);                // y's columns [first, last) as dot products along k
   int64_t panel;                        // columns a panel holds
-  int64_t group;                        // rows a group holds
+  int64_t lanes;                        // floats a vector holds
 };
 
-#define LEVEL(name, attr, V, L, RQ, RP, RM, RW)                                                               \
+#define LEVEL(name, attr, V, L, RQ, RP, RM)                                                               \
   attr void name##_head_attention(HEAD_ATTENTION_ARGS) {                                                  \
     head_attention_rows<V, L, RQ, RP, 4>(HEAD_ATTENTION_PASS);                                            \
   }                                                                                                       \
@@ -399,18 +230,14 @@ struct Level {
   attr void name##_attend(ATTEND_ARGS) {                                                                   \
     attend_heads<V, L>(q, k, v, out, units, nq, length, dim, scale, scores);                              \
   }                                                                                                       \
-  attr void name##_pack_groups(GROUPS_ARGS) { pack_groups<L>(x, lda, M, K, first, last, packed); }        \
-  attr void name##_weight_rows(WEIGHTS_ARGS) {                                                            \
-    weight_rows<V, L, RW>(packed, M, K, w, bias, y, N, first, last);                                      \
-  }                                                                                                       \
-  const Level name{name##_head_attention, name##_pack, name##_product, name##_attend, name##_pack_groups, \
-                   name##_weight_rows, 2 * L, L};
+  attr void name##_dot(DOT_ARGS) { dot_rows<V, L, L / 4, 4>(x, M, K, w, bias, y, N, first, last); }       \
+  const Level name{name##_head_attention, name##_pack, name##_product, name##_attend, name##_dot, 2 * L, L};
 
 #if X86_LEVELS
-LEVEL(avx512, __attribute__((target("arch=x86-64-v4"))), f16, 16, 12, 6, 12, 12)
-LEVEL(avx2, __attribute__((target("arch=x86-64-v3"))), f8, 8, 6, 3, 6, 6)
+LEVEL(avx512, __attribute__((target("arch=x86-64-v4"))), f16, 16, 12, 6, 12)
+LEVEL(avx2, __attribute__((target("arch=x86-64-v3"))), f8, 8, 6, 3, 6)
 #endif
-LEVEL(vec4, , f4, 4, 6, 3, 6, 6)
+LEVEL(vec4, , f4, 4, 6, 3, 6)
 
 const Level& level() {
 #if X86_LEVELS

@@ -1,12 +1,12 @@
-// Float32 CPU kernels as MLX primitives: softmax over the last axis, exact GELU, row-wise
+// Float32 CPU kernels as MLX primitives: softmax over the last axis, exact GELU, layer norm, row-wise
 // log-sum-exp and top-k, an LSTM's recurrence (Silero VAD's), a median filter along rows (word
 // alignment's), attention of a few queries per head against precomputed keys and values (a
 // decoding step's cross-attention; the beams of a segment share their keys and values),
 // self-attention of long sequences (the encoder's) one head at a time, and the products of linear
-// layers over many rows.
+// layers: over many rows with the weights packed into panels, over token rows as dot products.
 //
 // MLX's Linux CPU build computes exp and erf one element at a time; the loops (_kernel_loops.h) are
-// vectorized by the compiler, the products are register tiles (_kernel_tiles.h), and both are split
+// vectorized by the compiler, the products are register tiles (_kernel_tiles.h, _kernel_dots.h), and both are split
 // over a persistent thread pool. Each kernel is an MLX
 // primitive: its result is a lazy array in MLX's graph, its output buffer is allocated by MLX (or
 // donated by an input MLX no longer needs), and it runs on MLX's CPU stream when the graph is
@@ -99,26 +99,38 @@ mx::array head_attention(const mx::array& q, const mx::array& k, const mx::array
   return mx::array(q.shape(), mx::float32, std::make_shared<HeadAttention>(cpu_stream(), scale), {q, k, v});
 }
 
-mx::array linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& b,
-                 std::optional<bool> in_place) {
-  auto xc = checked(x, "linear"), wc = checked(w, "linear");
-  if (wc.ndim() != 2 || xc.ndim() < 1 || xc.shape(-1) != wc.shape(1) || wc.shape(0) == 0 || wc.shape(1) == 0)
-    throw std::invalid_argument("linear: x (..., K) and w (N, K), neither empty, expected");
-  if (wc.size() > INT32_MAX || xc.size() > INT32_MAX) throw std::invalid_argument("linear: more than 2^31 values");
-  const int64_t M = xc.size() / wc.shape(1), panel = level().panel;
-  const bool whole_panels = wc.shape(0) % panel == 0;
-  if (in_place == false && !whole_panels)
-    throw std::invalid_argument("linear: panels need N a multiple of " + std::to_string(panel));
+std::vector<mx::array> linear_inputs(const mx::array& x, const mx::array& w, const std::optional<mx::array>& b,
+                                     const char* what) {
+  auto xc = checked(x, what), wc = checked(w, what);
+  if (wc.ndim() != 2 || xc.ndim() < 1 || xc.shape(-1) != wc.shape(1) || wc.size() == 0)
+    throw std::invalid_argument(std::string(what) + ": x (..., K) and w (N, K), w not empty, expected");
+  if (wc.size() > INT32_MAX || xc.size() > INT32_MAX) throw std::invalid_argument(std::string(what) + ": more than 2^31 values");
   std::vector<mx::array> inputs{xc, wc};
   if (b) {
-    auto bc = checked(*b, "linear");
-    if (bc.ndim() != 1 || bc.shape(0) != wc.shape(0)) throw std::invalid_argument("linear: bias (N,) expected");
+    auto bc = checked(*b, what);
+    if (bc.ndim() != 1 || bc.shape(0) != wc.shape(0)) throw std::invalid_argument(std::string(what) + ": bias (N,) expected");
     inputs.push_back(bc);
   }
-  auto shape = xc.shape();
-  shape.back() = wc.shape(0);
-  const bool place = in_place.value_or(M <= kFewRows || !whole_panels);
-  return mx::array(shape, mx::float32, std::make_shared<Linear>(cpu_stream(), place), inputs);
+  return inputs;
+}
+
+mx::Shape linear_shape(const mx::array& x, const mx::array& w) {
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  return shape;
+}
+
+mx::array linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& b) {
+  auto inputs = linear_inputs(x, w, b, "linear");
+  if (w.shape(0) % 32 != 0) throw std::invalid_argument("linear: N a multiple of 32 expected");
+  return mx::array(linear_shape(x, w), mx::float32, std::make_shared<Linear>(cpu_stream()), inputs);
+}
+
+mx::array dot_linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& b) {
+  auto inputs = linear_inputs(x, w, b, "dot_linear");
+  if (w.shape(1) % level().lanes != 0)
+    throw std::invalid_argument("dot_linear: K a multiple of " + std::to_string(level().lanes) + " expected");
+  return mx::array(linear_shape(x, w), mx::float32, std::make_shared<DotLinear>(cpu_stream()), inputs);
 }
 
 std::vector<mx::array> lstm(const mx::array& gates, const mx::array& wh, const mx::array& h0, const mx::array& c0) {
@@ -160,9 +172,13 @@ NB_MODULE(_kernels, m) {
   m.def("head_attention", &head_attention, "q"_a, "k"_a, "v"_a, "scale"_a,
         "softmax(q kᵀ·scale) v for q (B, H, T, D) and k, v (B, H, S, D), a head at a time; the result is laid "
         "out (B, T, H, D) in memory (lazy, on the CPU).");
-  m.def("linear", &linear, "x"_a, "w"_a, "b"_a = nb::none(), "in_place"_a = nb::none(),
-        "x wᵀ (+ b) for float32 x (..., K), w (N, K), b (N,) (lazy, on the CPU): w read in place (few rows, "
-        "or N not a multiple of a panel) or packed into panels, the same bits either way; in_place forces one.");
+  m.def("linear", &linear, "x"_a, "w"_a, "b"_a = nb::none(),
+        "x wᵀ (+ b) for float32 x (..., K), w (N, K) with N a multiple of 32, b (N,), w packed into panels "
+        "(lazy, on the CPU).");
+  m.def("dot_linear", &dot_linear, "x"_a, "w"_a, "b"_a = nb::none(),
+        "x wᵀ (+ b) for float32 x (..., K), w (N, K) with K a multiple of `lanes()`, b (N,), as dot products "
+        "along k, w read in place: a row's result the same whatever the other rows (lazy, on the CPU).");
+  m.def("lanes", [] { return level().lanes; }, "Floats a vector of the CPU level in use holds.");
   m.def("lstm", &lstm, "gates"_a, "wh"_a, "h0"_a, "c0"_a,
         "[hidden (B, T, H), last cell (B, H)] of an LSTM over gates x·Wxᵀ + b (B, T, 4H) (lazy, on the CPU).");
   m.def("median_filter", &median_filter, "x"_a, "lengths"_a, "width"_a,

@@ -1,5 +1,5 @@
 // The kernels' MLX primitives: each one's output buffer allocated by MLX (or donated), its loop
-// (_kernel_loops.h, _kernel_tiles.h) dispatched on MLX's CPU stream. Included by _kernels.cpp.
+// (_kernel_loops.h, _kernel_tiles.h, _kernel_dots.h) dispatched on MLX's CPU stream. Included by _kernels.cpp.
 #pragma once
 
 #include <algorithm>
@@ -198,7 +198,7 @@ class Attend : public ScaledAttention {
       float *po = out.data<float>(), *ps = scratch.data<float>();
       std::atomic<int> slot{0};
       static const Level& lv = level();
-      const auto loop = dim % (4 * lv.group) == 0 ? lv.attend : attend;
+      const auto loop = dim % (4 * lv.lanes) == 0 ? lv.attend : attend;
       pool().run(units, [&](int64_t b, int64_t e) {
         float* scores = ps + static_cast<int64_t>(slot.fetch_add(1) % threads) * nq * length;
         loop(pq + b * nq * dim, pk + b * length * dim, pv + b * length * dim, po + b * nq * dim, e - b, nq, length,
@@ -250,37 +250,27 @@ class HeadAttention : public ScaledAttention {
   const char* name() const override { return "MlxbatchwhisperHeadAttention"; }
 };
 
-// y = x wᵀ (+ b) for x (..., K) and w (N × K), both row-contiguous, by one of two paths of the same
-// arithmetic (the same bits): w packed into panels (product_rows), blocks of kRowBlock rows split over
-// the threads; or, for few rows or N not a multiple of a panel, x packed into groups and w read in place
-// (weight_rows), its rows split over the threads.
+// y = x wᵀ (+ b) for x (..., K) and w (N × K), both row-contiguous, N a multiple of 32: w packed into
+// panels (product_rows), then blocks of kRowBlock rows split over the threads.
 class Linear : public mx::UnaryPrimitive {
  public:
-  Linear(mx::Stream s, bool in_place) : mx::UnaryPrimitive(s), in_place_(in_place) {}
+  explicit Linear(mx::Stream s) : mx::UnaryPrimitive(s) {}
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &x = inputs[0], &w = inputs[1];
     const int64_t N = w.shape(0), K = w.shape(1), M = x.size() / K;
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    const Level& lv = level();
-    const int64_t groups = (M + lv.group - 1) / lv.group;
-    auto packed = scratch(stream(), in_place_ ? groups * lv.group * K : N * K, inputs, out);
+    auto packed = scratch(stream(), N * K, inputs, out);
     const bool has_bias = inputs.size() == 3;
     mx::cpu::get_command_encoder(stream()).dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
                   b = has_bias ? mx::array::unsafe_weak_copy(inputs[2]) : mx::array(0.f),
                   out = mx::array::unsafe_weak_copy(out), packed = mx::array::unsafe_weak_copy(packed), M, N, K,
-                  groups, has_bias, in_place = in_place_, &lv]() mutable {
+                  has_bias]() mutable {
+      static const Level& lv = level();
       float* pk = packed.data<float>();
-      const float *px = x.data<float>(), *pw = w.data<float>(), *pb = has_bias ? b.data<float>() : nullptr;
-      float* py = out.data<float>();
-      if (in_place) {
-        pool().run(groups, [&](int64_t first, int64_t last) { lv.pack_groups(px, K, M, K, first, last, pk); });
-        const int64_t chunks = (N + kWeightChunk - 1) / kWeightChunk;
-        pool().run(chunks, [&](int64_t first, int64_t last) {
-          lv.weight_rows(pk, M, K, pw, pb, py, N, first * kWeightChunk, std::min(N, last * kWeightChunk));
-        });
-        return;
-      }
+      const float* pw = w.data<float>();
       pool().run(N / lv.panel, [&](int64_t first, int64_t last) { lv.pack(pw, K, first, last, pk); });
+      const float *px = x.data<float>(), *pb = has_bias ? b.data<float>() : nullptr;
+      float* py = out.data<float>();
       pool().run((M + kRowBlock - 1) / kRowBlock, [&](int64_t first, int64_t last) {
         lv.product(px, K, pk, pb, py, first * kRowBlock, std::min(M, last * kRowBlock), K, N);
       });
@@ -288,12 +278,36 @@ class Linear : public mx::UnaryPrimitive {
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
   const char* name() const override { return "MlxbatchwhisperLinear"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return static_cast<const Linear&>(other).in_place_ == in_place_;
-  }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
 
- private:
-  bool in_place_;
+// y = x wᵀ (+ b) for x (..., K) and w (N × K), both row-contiguous, K a multiple of the vector width,
+// as dot products (dot_rows): w read in place, its rows split over the threads.
+class DotLinear : public mx::UnaryPrimitive {
+ public:
+  explicit DotLinear(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &x = inputs[0], &w = inputs[1];
+    const int64_t N = w.shape(0), K = w.shape(1), M = x.size() / K;
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    const bool has_bias = inputs.size() == 3;
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
+                  b = has_bias ? mx::array::unsafe_weak_copy(inputs[2]) : mx::array(0.f),
+                  out = mx::array::unsafe_weak_copy(out), M, N, K, has_bias]() mutable {
+      static const Level& lv = level();
+      const float *px = x.data<float>(), *pw = w.data<float>(), *pb = has_bias ? b.data<float>() : nullptr;
+      float* py = out.data<float>();
+      pool().run((N + kDotChunk - 1) / kDotChunk, [&](int64_t first, int64_t last) {
+        lv.dot(px, M, K, pw, pb, py, N, first * kDotChunk, std::min(N, last * kDotChunk));
+      });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperDotLinear"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
 class Lstm : public mx::Primitive {

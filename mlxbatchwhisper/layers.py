@@ -1,6 +1,6 @@
-"""The model's linear layers and convolutions: MLX's, with their float32 products on the CPU through the
-native register tiles (`_kernels.linear`) where those beat the BLAS; the same parameters, so checkpoints
-load as into MLX's."""
+"""The model's linear layers, convolutions and layer norms: MLX's, with their float32 work on the CPU
+through the native kernels (`_kernels.linear`, `_kernels.dot_linear`, `_kernels.layer_norm`) where those
+beat the BLAS; the same parameters, so checkpoints load as into MLX's."""
 
 from __future__ import annotations
 
@@ -14,40 +14,56 @@ from . import runtime
 from .kernels import THREADS, _kernels, native_available
 
 TILES_ENV = "MLXBATCHWHISPER_TILES"  # on / off: the native tiles without measuring
+TEXT_POSITIONS = 448  # Whisper's longest token sequence (n_text_ctx); audio has 1500 positions a window
+
+
+# each kernel's measurement shape: an encoder's product; a decoding step's 16 rows by the same weights
+SPEEDUP_SHAPES = {"panels": ((1500, 384), (1536, 384)), "dots": ((16, 384), (1536, 384))}
 
 
 @functools.cache
-def tiles_speedup() -> float:
-    """How many times faster the native tiles multiply an encoder-shaped product (1500 × 384 by
-    384 × 1536, float32) than the bound BLAS, at this process's threads: measured once per CPU,
-    BLAS, build and thread count (cached with the BLAS measurements). $MLXBATCHWHISPER_TILES=on or
-    off decides without measuring (2.0 or 0.0)."""
+def tiles_speedup(kind: str = "panels") -> float:
+    """How many times faster a native kernel ("panels": `_kernels.linear`; "dots": `_kernels.dot_linear`)
+    multiplies its float32 shape of `SPEEDUP_SHAPES` than the bound BLAS, at this process's threads:
+    measured once per CPU, BLAS, build and thread count (cached with the BLAS measurements).
+    $MLXBATCHWHISPER_TILES=on or off decides without measuring (2.0 or 0.0)."""
     choice = os.environ.get(TILES_ENV, "")
     if choice in ("on", "off"):
         return 2.0 if choice == "on" else 0.0
     build = os.stat(_kernels.__file__)
-    key = f"linear tiles over BLAS|{runtime.blas_key()}|{build.st_size}|{int(build.st_mtime)}|{THREADS} threads"
-    return runtime.cached_measurement(key, _measure_tiles)
+    key = f"linear {kind} over BLAS|{runtime.blas_key()}|{build.st_size}|{int(build.st_mtime)}|{THREADS} threads"
+    return runtime.cached_measurement(key, lambda: _measure(kind))
 
 
-def _measure_tiles() -> float:
-    x, w = (mx.random.normal(s, key=mx.random.key(i)) for i, s in enumerate(((1500, 384), (1536, 384))))
-    return runtime.fastest_seconds(lambda: x @ w.T) / runtime.fastest_seconds(lambda: _kernels.linear(x, w))
+def _measure(kind: str) -> float:
+    x, w = (mx.random.normal(s, key=mx.random.key(i)) for i, s in enumerate(SPEEDUP_SHAPES[kind]))
+    kernel = _kernels.linear if kind == "panels" else _kernels.dot_linear
+    return runtime.fastest_seconds(lambda: x @ w.T) / runtime.fastest_seconds(lambda: kernel(x, w))
 
 
-def native_linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> bool:
-    """Whether `linear` runs these operands through the native tiles: float32 and the tiles faster than
-    the BLAS on this CPU (`tiles_speedup`). The choice never depends on the number of rows, and the
-    tiles sum each output the same way whatever the rows (few rows read the weights in place, many
-    pack them: the same bits), so a row's result never depends on its batch."""
+def native_linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> str | None:
+    """Which native kernel `linear` runs these operands through, if any: for float32, by sequence length
+    (never by batch) audio positions (T longer than any token sequence: the encoder, the cross-attention
+    K/V) through "panels", token rows (a decoding step's (B, K) rows, prompts, the output head) through
+    "dots"; each where it takes the shape and measured faster than the BLAS (`tiles_speedup`)."""
     float32 = x.dtype == weight.dtype == mx.float32 and (bias is None or bias.dtype == mx.float32)
-    return float32 and x.ndim >= 1 and weight.size > 0 and native_available() and tiles_speedup() > 1.0
+    if not float32 or x.ndim < 1 or weight.size == 0 or not native_available():
+        return None
+    n, k = weight.shape
+    if x.ndim >= 3 and x.shape[-2] > TEXT_POSITIONS:
+        return "panels" if n % 32 == 0 and tiles_speedup("panels") > 1.0 else None
+    return "dots" if k % _kernels.lanes() == 0 and tiles_speedup("dots") > 1.0 else None
 
 
 def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
-    """x Wᵀ (+ b) for x (..., K) and W (N, K)."""
-    if native_linear(x, weight, bias):
+    """x Wᵀ (+ b) for x (..., T, K) or (B, K) and W (N, K): the weights packed into panels (`_kernels.linear`),
+    or dot products that read them in place, each output summed the same way whatever the other rows
+    (`_kernels.dot_linear`), or the BLAS (`native_linear`)."""
+    kind = native_linear(x, weight, bias)
+    if kind == "panels":
         return _kernels.linear(x, weight, bias)
+    if kind == "dots":
+        return _kernels.dot_linear(x, weight, bias)
     return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
 
 
@@ -77,7 +93,7 @@ class Conv1d(nn.Conv1d):
         n_out, width, n_in = self.weight.shape
         weight = self.weight.reshape(n_out, width * n_in)
         bias = self.bias if "bias" in self else None
-        if self.dilation != 1 or self.groups != 1 or x.ndim != 3 or not native_linear(x, weight, bias):
+        if self.dilation != 1 or self.groups != 1 or x.ndim != 3 or native_linear(x, weight, bias) != "panels":
             return super().__call__(x)
         x = mx.pad(x, [(0, 0), (self.padding, self.padding), (0, 0)])
         batch, length, _ = x.shape

@@ -280,58 +280,65 @@ def test_tiles_are_chosen_by_a_cached_measurement(monkeypatch, tmp_path):
     for choice, speedup in (("on", 2.0), ("off", 0.0), ("", None)):
         monkeypatch.setenv(layers.TILES_ENV, choice)
         layers.tiles_speedup.cache_clear()
-        measured = layers.tiles_speedup()
-        assert measured == speedup if speedup is not None else measured > 0
+        measured = {kind: layers.tiles_speedup(kind) for kind in layers.SPEEDUP_SHAPES}
+        assert all(m == speedup if speedup is not None else m > 0 for m in measured.values())
     cache = json.loads((tmp_path / "mlxbatchwhisper" / "blas.json").read_text())
-    assert list(cache.values()) == [measured]  # measured once, kept for the next process
-    monkeypatch.setattr(layers, "_measure_tiles", lambda: pytest.fail("measured again"))
+    assert sorted(cache.values()) == sorted(measured.values())  # measured once, kept for the next process
+    monkeypatch.setattr(layers, "_measure", lambda kind: pytest.fail("measured again"))
     layers.tiles_speedup.cache_clear()
-    assert layers.tiles_speedup() == measured
+    assert {kind: layers.tiles_speedup(kind) for kind in layers.SPEEDUP_SHAPES} == measured
     layers.tiles_speedup.cache_clear()
 
 
-def test_linear_layers_take_the_kernel_for_float32_whatever_the_rows(monkeypatch):
-    monkeypatch.setattr(layers, "tiles_speedup", lambda: 2.0)
+def test_linear_layers_take_a_kernel_by_sequence_length_never_by_batch(monkeypatch):
+    monkeypatch.setattr(layers, "tiles_speedup", lambda kind="panels": 2.0)
     layer = layers.Linear(64, 96)
     assert set(layer.parameters()) == {"weight", "bias"}  # nn.Linear's names: checkpoints load as before
-    for x in (mx.random.normal((1, 500, 64)), mx.random.normal((16, 1, 64))):  # audio positions; a step's tokens
-        assert mx.array_equal(layer(x), K.linear(x, layer.weight, layer.bias)).item()
+    audio, tokens, rows = mx.random.normal((1, 500, 64)), mx.random.normal((16, 448, 64)), mx.random.normal((5, 64))
+    assert mx.array_equal(layer(audio), K.linear(audio, layer.weight, layer.bias)).item()
+    for x in (tokens, rows, tokens[:1, :1]):  # prompts, a step's rows (B, K), a row alone: dot products
+        assert mx.array_equal(layer(x), K.dot_linear(x, layer.weight, layer.bias)).item()
     half = layers.Linear(64, 96)
     half.set_dtype(mx.float16)
-    assert half(x.astype(mx.float16)).dtype == mx.float16  # MLX's product, not the float32 kernel
-    odd = layers.Linear(64, 40)  # outputs not a multiple of a panel: the weights read in place
-    assert mx.array_equal(odd(x), K.linear(x, odd.weight, odd.bias, in_place=True)).item()
-    monkeypatch.setattr(layers, "tiles_speedup", lambda: 0.9)  # the BLAS measured faster
-    assert mx.array_equal(layer(x), mx.addmm(layer.bias, x, layer.weight.T)).item()
+    assert half(audio.astype(mx.float16)).dtype == mx.float16  # MLX's product, not the float32 kernels
+    odd = layers.Linear(64, 40)  # outputs not a multiple of a panel: audio positions go to the BLAS
+    assert mx.array_equal(odd(audio), mx.addmm(odd.bias, audio, odd.weight.T)).item()
+    monkeypatch.setattr(layers, "tiles_speedup", lambda kind="panels": 2.0 if kind == "panels" else 0.9)
+    assert mx.array_equal(layer(rows), mx.addmm(layer.bias, rows, layer.weight.T)).item()  # each its measurement
+    assert mx.array_equal(layer(audio), K.linear(audio, layer.weight, layer.bias)).item()
+    monkeypatch.setattr(layers, "tiles_speedup", lambda kind="panels": 0.9)  # the BLAS measured faster
+    assert mx.array_equal(layer(audio), mx.addmm(layer.bias, audio, layer.weight.T)).item()
 
 
-@pytest.mark.parametrize("rows, depth, width", [(16, 384, 51872), (13, 600, 96), (300, 64, 64), (1, 512, 32)])
-def test_linear_weights_in_place_or_packed_give_the_same_bits(threads, rows, depth, width):
-    """The two paths of `_kernels.linear` (few rows: x packed, w read in place; many: w packed into
-    panels) sum each output the same way, so the choice by row count never changes a row's result:
-    a row alone (always in place) equals the same row inside any batch."""
+@pytest.mark.parametrize("rows, depth, width", [(16, 384, 51866), (130, 1536, 384), (7, 64, 6), (1, 16, 1)])
+def test_dot_products_match_float64_whatever_the_threads_or_the_other_rows(threads, rows, depth, width):
+    """`_kernels.dot_linear` (a decoding step's products: tiles of rows × weights' rows, lanes along k
+    folded in one tree) across every tail (rows past a tile or a block of 64, weights past a tile),
+    with and without a bias: the same bits at any thread count and for a row alone as in a batch."""
     keys = mx.random.split(mx.random.key(depth), 3)
     x = mx.random.normal((rows, depth), key=keys[0])
     w, b = mx.random.normal((width, depth), key=keys[1]), mx.random.normal((width,), key=keys[2])
-    for bias in (b, None):
-        in_place, panels = K.linear(x, w, bias, in_place=True), K.linear(x, w, bias, in_place=False)
-        assert mx.array_equal(in_place, panels).item()
-        threads(1)
-        assert mx.array_equal(K.linear(x, w, bias, in_place=True), in_place).item()
-        threads(kernels.THREADS)
-        assert mx.array_equal(K.linear(x[-1:], w, bias), in_place[-1:]).item()
     ref = np.array(x).astype(np.float64) @ np.array(w).astype(np.float64).T
-    assert np.abs(np.array(K.linear(x, w)) - ref).max() <= 2 * np.abs(np.array(x @ w.T) - ref).max() + 1e-6
+    mlx_error = np.abs(np.array(x @ w.T) - ref).max()
+    outs = []
+    for n in (1, 2, 5):
+        threads(n)
+        outs.append(np.array(K.dot_linear(x, w, b)))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    assert np.abs(outs[0] - ref - np.array(b)).max() <= 2 * mlx_error + 1e-5
+    assert np.abs(np.array(K.dot_linear(x, w)) - ref).max() <= 2 * mlx_error + 1e-6
+    for i in {0, rows // 2, rows - 1}:
+        assert np.array_equal(np.array(K.dot_linear(x[i : i + 1], w, b))[0], outs[0][i])
 
 
-def test_head_over_any_vocabulary_is_the_kernel(monkeypatch):
-    """The output head (the token embedding, 51864 or 51866 rows: no whole panels) through the kernel."""
+def test_output_head_over_any_vocabulary_is_the_dot_kernel(monkeypatch):
+    """The output head (the token embedding, 51864 or 51866 rows) of a step's (B, K) rows."""
     from mlxbatchwhisper.model import TextDecoder
 
-    monkeypatch.setattr(layers, "tiles_speedup", lambda: 2.0)
+    monkeypatch.setattr(layers, "tiles_speedup", lambda kind="panels": 2.0)
     decoder = TextDecoder(51866, 448, 64, 1, 1)
     h = mx.random.normal((3, 64))
-    assert mx.array_equal(decoder.project(h), K.linear(h, decoder.token_embedding.weight)).item()
+    assert mx.array_equal(decoder.project(h), K.dot_linear(h, decoder.token_embedding.weight)).item()
     ref = np.array(h).astype(np.float64) @ np.array(decoder.token_embedding.weight).astype(np.float64).T
     assert np.abs(np.array(decoder.project(h)) - ref).max() < 1e-5
 
@@ -339,7 +346,7 @@ def test_head_over_any_vocabulary_is_the_kernel(monkeypatch):
 @pytest.mark.parametrize("channels, stride, length", [((80, 384), 1, 3000), ((384, 384), 2, 3000), ((16, 32), 2, 1001)])
 def test_convolution_as_one_product_matches_mlx(monkeypatch, channels, stride, length):
     """The encoder's two convolutions (windows of 3 positions flattened, one product) as MLX's."""
-    monkeypatch.setattr(layers, "tiles_speedup", lambda: 2.0)
+    monkeypatch.setattr(layers, "tiles_speedup", lambda kind="panels": 2.0)
     products = []
     monkeypatch.setattr(layers, "_kernels", SimpleNamespace(linear=lambda *a: products.append(a) or K.linear(*a)))
     ours = layers.Conv1d(*channels, kernel_size=3, stride=stride, padding=1)
@@ -385,10 +392,12 @@ def test_wrong_inputs_are_refused():
         K.head_attention(mx.zeros((1, 2, 10, 64)), mx.zeros((1, 3, 10, 64)), mx.zeros((1, 3, 10, 64)), 0.1)
     with pytest.raises(ValueError, match="head_attention"):
         K.head_attention(mx.zeros((1, 2, 10, 64)), mx.zeros((1, 2, 0, 64)), mx.zeros((1, 2, 0, 64)), 0.1)
-    with pytest.raises(ValueError, match="panels need N a multiple"):
-        K.linear(mx.zeros((100, 8)), mx.zeros((40, 8)), in_place=False)
-    with pytest.raises(ValueError, match="neither empty"):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        K.linear(mx.zeros((100, 8)), mx.zeros((40, 8)))
+    with pytest.raises(ValueError, match="w not empty"):
         K.linear(mx.zeros((100, 8)), mx.zeros((0, 8)))
+    with pytest.raises(ValueError, match="K a multiple"):
+        K.dot_linear(mx.zeros((2, 17)), mx.zeros((4, 17)))
     with pytest.raises(ValueError, match="bias"):
         K.linear(mx.zeros((100, 8)), mx.zeros((32, 8)), mx.zeros((31,)))
     with pytest.raises(ValueError, match="none empty"):

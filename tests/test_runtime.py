@@ -108,10 +108,11 @@ def test_measurements_are_cached_per_cpu_and_library(tmp_path):
     info = _child_runtime_info(tmp_path)
     cached = json.loads((tmp_path / "mlxbatchwhisper" / "blas.json").read_text())
     blas_keys = {runtime._cache_key(p) for p in candidates}
-    tiles_keys = set(cached) - blas_keys  # the native tiles against the chosen BLAS (runtime_info asks)
-    assert blas_keys <= set(cached) and len(tiles_keys) == (1 if info["native_cpu_kernels"] else 0)
-    if tiles_keys:
-        assert info["linear_tiles_speedup"] == round(cached[tiles_keys.pop()], 2)
+    tiles_keys = set(cached) - blas_keys  # the native kernels against the chosen BLAS (runtime_info asks)
+    assert blas_keys <= set(cached) and len(tiles_keys) == (2 if info["native_cpu_kernels"] else 0)
+    for key in tiles_keys:
+        name = "linear_tiles_speedup" if key.startswith("linear panels") else "dot_products_speedup"
+        assert info[name] == round(cached[key], 2)
     assert all(g > 0 for g in cached.values()), cached
     assert info["blas_gflops"] == {p: round(cached[runtime._cache_key(p)], 1) for p in candidates}
     assert info["blas"] == max(candidates, key=lambda p: cached[runtime._cache_key(p)])
