@@ -159,6 +159,34 @@ VECTORIZED void layer_norm_rows(const float* x, const float* w, const float* b, 
   }
 }
 
+// openai-whisper's logit filters (LogitRules) on rows of n logits: a row's banned columns, its suppression
+// mask (`first` rows: suppress_first), a prefix [0, prefix), a suffix [suffix, n) and timestamps
+// [tb, floor), set to -inf; then, where the timestamps' log-sum-exp exceeds the best text logit, the text
+// columns [0, tb) too. bounds (rows × 4): prefix, suffix, floor, first.
+VECTORIZED void logit_rules_rows(const float* x, const int32_t* bounds, const uint8_t* suppress,
+                                 const uint8_t* suppress_first, float* y, int64_t rows, int64_t n, int64_t tb) {
+  const float banned = -INFINITY;
+  for (int64_t r = 0; r < rows; r++) {
+    const int32_t *b = bounds + 4 * r, prefix = b[0], suffix = b[1], floor = b[2];
+    const uint8_t* s = b[3] ? suppress_first : suppress;
+    const float* p = x + r * n;
+    float* q = y + r * n;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+      const bool ban = s[i] || i < prefix || i >= suffix || (i >= tb && i < floor);
+      q[i] = ban ? banned : p[i];
+    }
+    float text = -FLT_MAX, top = -FLT_MAX, sum = 0.f;
+    for (int64_t i = 0; i < tb; i++) text = q[i] > text ? q[i] : text;
+    for (int64_t i = tb; i < n; i++) top = q[i] > top ? q[i] : top;
+    if (top <= -FLT_MAX) continue;  // no timestamp allowed: no rule to apply
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = tb; i < n; i++) sum += expf(q[i] - top);
+    if (text <= -FLT_MAX || top + logf(sum) > text)
+      for (int64_t i = 0; i < tb; i++) q[i] = banned;
+  }
+}
+
 VECTORIZED void logsumexp_rows(const float* x, float* out, int64_t rows, int64_t n) {
   for (int64_t r = 0; r < rows; r++) {
     const float* p = x + r * n;

@@ -61,6 +61,20 @@ mx::array layer_norm(const mx::array& x, const mx::array& w, const mx::array& b,
   return mx::array(xc.shape(), mx::float32, std::make_shared<LayerNorm>(cpu_stream(), eps), {xc, wc, bc});
 }
 
+mx::array logit_rules(const mx::array& x, const mx::array& bounds, const mx::array& suppress,
+                      const mx::array& suppress_first, int64_t tb) {
+  auto xc = checked(x, "logit_rules");
+  const int64_t n = xc.shape().back();
+  if (xc.ndim() != 2 || bounds.dtype() != mx::int32 || bounds.shape() != mx::Shape{xc.shape(0), 4} ||
+      suppress.dtype() != mx::uint8 || suppress_first.dtype() != mx::uint8 || suppress.shape() != mx::Shape{int(n)} ||
+      suppress_first.shape() != suppress.shape() || tb < 0 || tb > n)
+    throw std::invalid_argument(
+        "logit_rules: logits (B, V), int32 bounds (B, 4), uint8 masks (V,) and 0 <= tb <= V expected");
+  auto row_major = [](const mx::array& a) { return mx::contiguous(a, false, cpu_stream()); };
+  return mx::array(xc.shape(), mx::float32, std::make_shared<LogitRules>(cpu_stream(), tb),
+                   {xc, row_major(bounds), row_major(suppress), row_major(suppress_first)});
+}
+
 mx::array logsumexp(const mx::array& x) {
   auto xc = checked(x, "logsumexp");
   mx::Shape shape(xc.shape().begin(), xc.shape().end() - 1);
@@ -164,6 +178,10 @@ NB_MODULE(_kernels, m) {
   m.def("gelu", &gelu, "x"_a, "Exact (erf) GELU of a float32 array (lazy, on the CPU).");
   m.def("layer_norm", &layer_norm, "x"_a, "w"_a, "b"_a, "eps"_a,
         "Layer normalization over the last axis of a float32 array, then · w + b (lazy, on the CPU).");
+  m.def("logit_rules", &logit_rules, "x"_a, "bounds"_a, "suppress"_a, "suppress_first"_a, "tb"_a,
+        "openai-whisper's logit filters on float32 logits (B, V): per row, bounds (prefix, suffix, timestamp floor, "
+        "first) and the suppression masks (uint8, V); then the text columns banned where the timestamps' "
+        "log-sum-exp beats the best text logit (lazy, on the CPU).");
   m.def("logsumexp", &logsumexp, "x"_a, "log Σ exp over the last axis of a float32 array (lazy, on the CPU).");
   m.def("topk", &topk, "x"_a, "k"_a,
         "[indices, values] of the k largest of each last-axis row, largest first (lazy, on the CPU).");

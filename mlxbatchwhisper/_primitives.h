@@ -101,6 +101,37 @@ class LayerNorm : public mx::UnaryPrimitive {
   float eps_;
 };
 
+class LogitRules : public mx::UnaryPrimitive {
+ public:
+  LogitRules(mx::Stream s, int64_t tb) : mx::UnaryPrimitive(s), tb_(tb) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto &x = inputs[0], &bounds = inputs[1], &suppress = inputs[2], &first = inputs[3];
+    mx::set_unary_output_data(x, out);  // each element is read before it is written
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    int64_t n = x.shape().back();
+    enc.dispatch([x = mx::array::unsafe_weak_copy(x), b = mx::array::unsafe_weak_copy(bounds),
+                  s = mx::array::unsafe_weak_copy(suppress), f = mx::array::unsafe_weak_copy(first),
+                  out = mx::array::unsafe_weak_copy(out), n, tb = tb_]() mutable {
+      const float* src = x.data<float>();
+      const int32_t* pb = b.data<int32_t>();
+      float* dst = out.data<float>();
+      pool().run(static_cast<int64_t>(x.size()) / n, [&](int64_t lo, int64_t hi) {
+        logit_rules_rows(src + lo * n, pb + 4 * lo, s.data<uint8_t>(), f.data<uint8_t>(), dst + lo * n, hi - lo, n, tb);
+      });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { no_gpu(name()); }
+  const char* name() const override { return "MlxbatchwhisperLogitRules"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return static_cast<const LogitRules&>(other).tb_ == tb_;
+  }
+
+ private:
+  int64_t tb_;
+};
+
 class LogSumExp : public mx::UnaryPrimitive {
  public:
   explicit LogSumExp(mx::Stream s) : mx::UnaryPrimitive(s) {}

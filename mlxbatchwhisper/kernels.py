@@ -335,6 +335,14 @@ def logsumexp(x: mx.array) -> mx.array:
     return _kernels.logsumexp(x)
 
 
+def argmax(x: mx.array) -> mx.array:
+    """Each row's first largest column of (B, V) scores, int32 (a greedy step's token; natively on the CPU,
+    where MLX's argmax takes a row at a time)."""
+    if x.ndim != 2 or not _native(x, x.shape[-1]):
+        return mx.argmax(x, axis=-1).astype(mx.int32)
+    return _kernels.topk(x, 1)[0][:, 0]
+
+
 def top_logprobs(logits: mx.array, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k largest log-probabilities of each row of (B, V) logits, and their token ids (host arrays).
 

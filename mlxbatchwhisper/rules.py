@@ -1,5 +1,6 @@
 """openai-whisper's logit filters (blank and token suppression, timestamp rules) as masks built on the
-device from four per-row counters, so that a decoding step has no Python loop over rows."""
+device from four per-row counters, so that a decoding step has no Python loop over rows; on the CPU one
+native pass a row (`_kernels.logit_rules`), from each row's bounds."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import mlx.core as mx
 import numpy as np
 
 from .audio import TIME_PRECISION
+from .kernels import _kernels, native_available
 from .options import DecodingOptions, suppress_token_ids
 from .tokenizer import Tokenizer
 
@@ -29,6 +31,7 @@ class LogitRules:
         if options.suppress_blank:
             blank[tokenizer.encode(" ") + [tokenizer.eot]] = True
         self.suppress_first = mx.array(suppress | blank)  # the first sampled token: blanks too
+        self._suppress_u8, self._suppress_first_u8 = mx.array(suppress, mx.uint8), mx.array(suppress | blank, mx.uint8)
         self.vocab = mx.array(vocab.astype(np.int32))
         self.max_initial = None
         if self.timestamps and options.max_initial_timestamp is not None:
@@ -45,10 +48,13 @@ class LogitRules:
         col = lambda a: a[:, None]  # noqa: E731
         v = self.vocab[None, :]
         first = n_sampled == 0
-        mask = mx.where(col(first), self.suppress_first, self.suppress)
-        if not self.timestamps:
-            return mx.where(mask, -mx.inf, logits)
         tb, n_vocab = self.ts_begin, self.vocab.shape[0]
+        native = logits.dtype == mx.float32 and native_available()
+        if not self.timestamps:
+            if native:  # no prefix, suffix or timestamp rule: the masks only
+                none, end = mx.zeros_like(last), mx.full(last.shape, n_vocab, mx.int32)
+                return self._native(logits, [none, end, end, first], n_vocab)
+            return mx.where(mx.where(col(first), self.suppress_first, self.suppress), -mx.inf, logits)
         last_was_ts = last >= tb
         penult_was_ts = (n_sampled < 2) | (penult >= tb)
         pair_closed = last_was_ts & penult_was_ts  # next: text or eot
@@ -59,9 +65,17 @@ class LogitRules:
             suffix = mx.minimum(suffix, mx.where(first, self.max_initial + 1, n_vocab))
         floor = mx.where(pair_open, last_ts, last_ts + 1)  # never go back in time
         floor = mx.where(last_ts >= tb, floor, tb)
+        if native:
+            return self._native(logits, [prefix, suffix, floor, first], tb)
+        mask = mx.where(col(first), self.suppress_first, self.suppress)
         mask = mask | (v < col(prefix)) | (v >= col(suffix)) | ((v >= tb) & (v < col(floor)))
         logits = mx.where(mask, -mx.inf, logits)
         # when timestamps outweigh every text token, sample a timestamp
         ts_mass = mx.logsumexp(logits[:, tb:], axis=-1)
         text_max = logits[:, :tb].max(axis=-1)
         return mx.where(v < col(mx.where(ts_mass > text_max, tb, 0)), -mx.inf, logits)
+
+    def _native(self, logits: mx.array, bounds: list[mx.array], tb: int) -> mx.array:
+        """The same filters in one native pass a row, from each row's prefix, suffix, floor and `first`."""
+        bounds = mx.stack([b.astype(mx.int32) for b in bounds], axis=1)
+        return _kernels.logit_rules(logits, bounds, self._suppress_u8, self._suppress_first_u8, tb)

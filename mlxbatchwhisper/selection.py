@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import mlx.core as mx
 
-from .kernels import logsumexp
+from .kernels import argmax, logsumexp
 from .rows import Rows, Snapshot
 from .rules import LogitRules
 
@@ -77,7 +77,7 @@ class Sampling:
             t = rows.temperature[:, None]
             noise = gumbel_noise(rows.seed, rows.n_sampled, logits.shape[-1])
             scores = mx.where(t > 0, logits / mx.maximum(t, 1e-6) + noise, logits)
-        tokens = mx.argmax(scores, axis=-1).astype(mx.int32)
+        tokens = argmax(scores)
         chosen = mx.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
         return push(rows, tokens, rows.sum_logprob + chosen, self.ts_begin, self.eot)
 

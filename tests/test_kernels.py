@@ -181,6 +181,15 @@ def test_grouped_cross_attention_matches_repeated_keys(group, tokens):
     assert np.abs(np.array(kernels.cross_attention(q, k, v)) - np.array(ref)).max() < 1e-5
 
 
+def test_argmax_is_the_first_largest_as_mlx(threads):
+    threads(2)
+    x = np.round(np.random.default_rng(2).standard_normal((9, 51864)), 1).astype(np.float32)  # with ties
+    x[3] = -np.inf  # a row whose every column is banned
+    x[4, 100:] = -np.inf
+    got = kernels.argmax(mx.array(x))
+    assert got.dtype == mx.int32 and np.array_equal(np.array(got), np.array(mx.argmax(mx.array(x), axis=-1)))
+
+
 def test_top_logprobs_are_the_largest_log_probabilities():
     key = mx.random.key(6)
     x = mx.random.normal((7, 51864), key=key) * 4

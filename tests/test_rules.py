@@ -4,6 +4,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlxbatchwhisper import kernels
+from mlxbatchwhisper import rules as rules_module
 from mlxbatchwhisper.options import DecodingOptions, suppress_token_ids
 from mlxbatchwhisper.rules import LogitRules
 from mlxbatchwhisper.tokenizer import get_tokenizer
@@ -24,7 +26,12 @@ def histories(rng: np.random.Generator, rows: int, length: int, tb: int) -> np.n
 
 @pytest.mark.parametrize("without_timestamps", [False, True])
 @pytest.mark.parametrize("max_initial_timestamp", [1.0, None])
-def test_masks_match_openai_whisper(without_timestamps, max_initial_timestamp):
+@pytest.mark.parametrize("native", [True, False])
+def test_masks_match_openai_whisper(monkeypatch, without_timestamps, max_initial_timestamp, native):
+    """MLX's masks (the GPU's) and, where the extension is built, the CPU's native pass."""
+    if native and not kernels.native_available():
+        pytest.skip(f"native CPU kernels: {kernels.NATIVE_STATUS}")
+    monkeypatch.setattr(rules_module, "native_available", lambda: native)
     ours_tok = get_tokenizer(False)
     theirs_tok = whisper.tokenizer.get_tokenizer(False)
     options = DecodingOptions(without_timestamps=without_timestamps, max_initial_timestamp=max_initial_timestamp)
