@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -32,18 +33,22 @@ namespace {
 // other within microseconds, and a sleeping thread takes tens of them to wake), then sleeps.
 class Pool {
  public:
-  int threads() const { return threads_; }
+  static constexpr int kMaxThreads = 1024;
+
+  int threads() const { return threads_.load(); }
 
   void set_threads(int n) {
     std::lock_guard<std::mutex> job(job_mutex_);
-    threads_ = std::max(1, n);
+    threads_ = std::clamp(n, 1, kMaxThreads);
   }
 
-  // Calls fn(begin, end) over [0, units) split into at most threads() contiguous shares.
-  void run(int64_t units, const std::function<void(int64_t, int64_t)>& fn) {
+  // Calls fn(begin, end) over [0, units) split into at most threads() (and at most `limit`: the threads
+  // a caller's scratch was sized for) contiguous shares. An exception from the calling thread's share
+  // is rethrown once every worker has finished its own.
+  void run(int64_t units, const std::function<void(int64_t, int64_t)>& fn, int limit = kMaxThreads) {
     std::lock_guard<std::mutex> job(job_mutex_);
-    int shares = static_cast<int>(std::min<int64_t>(threads_, std::max<int64_t>(units, 1)));
-    if (shares == 1) {
+    int shares = static_cast<int>(std::min<int64_t>(std::min(threads_.load(), limit), std::max<int64_t>(units, 1)));
+    if (shares <= 1) {
       fn(0, units);
       return;
     }
@@ -57,9 +62,15 @@ class Pool {
       state_.store(generation_ << 32 | uint64_t(shares) << 16 | 1, std::memory_order_release);
     }
     wake_.notify_all();
-    work(0, shares);
+    std::exception_ptr error;
+    try {
+      work(0, shares);
+    } catch (...) {
+      error = std::current_exception();
+    }
     while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
     fn_ = nullptr;
+    if (error) std::rethrow_exception(error);
   }
 
  private:
@@ -112,7 +123,7 @@ class Pool {
   std::atomic<int> pending_{0};
   std::atomic<uint64_t> state_{0};
   uint64_t generation_ = 0;
-  int threads_ = 1;
+  std::atomic<int> threads_{1};
 };
 
 Pool& pool() {

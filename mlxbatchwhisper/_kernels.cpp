@@ -172,6 +172,7 @@ mx::array median_filter(const mx::array& x, const mx::array& lengths, int width)
 NB_MODULE(_kernels, m) {
   nb::module_::import_("mlx.core");
   m.attr("MLX_VERSION") = MLX_BUILT_VERSION;
+  m.attr("API") = 2;  // raised when ops are added or change: kernels.py refuses an older build
   m.attr("MAX_MEDIAN_WIDTH") = MAX_MEDIAN_WIDTH;
   m.def("mlx_version", [] { return std::string(mx::version()); }, "The MLX version loaded in this process.");
   m.def("softmax", &softmax, "x"_a, "Softmax over the last axis of a float32 array (lazy, on the CPU).");

@@ -230,11 +230,14 @@ class Attend : public ScaledAttention {
       std::atomic<int> slot{0};
       static const Level& lv = level();
       const auto loop = dim % (4 * lv.lanes) == 0 ? lv.attend : attend;
-      pool().run(units, [&](int64_t b, int64_t e) {
-        float* scores = ps + static_cast<int64_t>(slot.fetch_add(1) % threads) * nq * length;
-        loop(pq + b * nq * dim, pk + b * length * dim, pv + b * length * dim, po + b * nq * dim, e - b, nq, length,
-             dim, scale, scores);
-      });
+      pool().run(
+          units,
+          [&](int64_t b, int64_t e) {
+            float* scores = ps + static_cast<int64_t>(slot.fetch_add(1)) * nq * length;
+            loop(pq + b * nq * dim, pk + b * length * dim, pv + b * length * dim, po + b * nq * dim, e - b, nq,
+                 length, dim, scale, scores);
+          },
+          threads);  // at most one share a slot
     });
   }
   const char* name() const override { return "MlxbatchwhisperAttend"; }
@@ -267,15 +270,18 @@ class HeadAttention : public ScaledAttention {
         return HeadView{x.data<float>() + b * st[0] + h * st[1], st[2], st[3]};
       };
       std::atomic<int> slot{0};
-      pool().run(B * H * stretches, [&](int64_t first, int64_t last) {
-        float* mine = scratch.data<float>() + static_cast<int64_t>(slot.fetch_add(1) % threads) * slot_size;
-        for (int64_t u = first; u < last; u++) {
-          const int64_t b = u / (H * stretches), h = u / stretches % H, part = u % stretches;
-          const int64_t begin = T * part / stretches, end = T * (part + 1) / stretches;
-          loop(view(q, b, h), view(k, b, h), view(v, b, h), out.data<float>() + b * T * H * D + h * D, H * D, begin,
-               end, S, D, scale, mine);
-        }
-      });
+      pool().run(
+          B * H * stretches,
+          [&](int64_t first, int64_t last) {
+            float* mine = scratch.data<float>() + static_cast<int64_t>(slot.fetch_add(1)) * slot_size;
+            for (int64_t u = first; u < last; u++) {
+              const int64_t b = u / (H * stretches), h = u / stretches % H, part = u % stretches;
+              const int64_t begin = T * part / stretches, end = T * (part + 1) / stretches;
+              loop(view(q, b, h), view(k, b, h), view(v, b, h), out.data<float>() + b * T * H * D + h * D, H * D,
+                   begin, end, S, D, scale, mine);
+            }
+          },
+          threads);  // at most one share a slot
     });
   }
   const char* name() const override { return "MlxbatchwhisperHeadAttention"; }

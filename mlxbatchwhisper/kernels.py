@@ -28,6 +28,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+API = 2  # the extension's ops this code calls (`_kernels.API`)
+
 
 def _load_kernels() -> tuple[object | None, str]:
     """The native extension when it was built against the MLX running here, and why not otherwise."""
@@ -38,6 +40,8 @@ def _load_kernels() -> tuple[object | None, str]:
     built_for = getattr(ext, "MLX_VERSION", "an unknown version (an older build)")
     if built_for != mx.__version__:
         return None, f"built for MLX {built_for}, running {mx.__version__}: rebuild it"
+    if getattr(ext, "API", 0) < API:
+        return None, f"an older build (its ops are API {getattr(ext, 'API', 0)}, this code needs {API}): rebuild it"
     return ext, "loaded"
 
 

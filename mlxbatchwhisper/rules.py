@@ -76,6 +76,8 @@ class LogitRules:
         return mx.where(v < col(mx.where(ts_mass > text_max, tb, 0)), -mx.inf, logits)
 
     def _native(self, logits: mx.array, bounds: list[mx.array], tb: int) -> mx.array:
-        """The same filters in one native pass a row, from each row's prefix, suffix, floor and `first`."""
+        """The same filters in one native pass a row, from each row's prefix, suffix, floor and `first`. The
+        timestamps' log-sum-exp is the kernel's own (its exp, its order of summing): against the best text
+        logit it can decide a tie within rounding the other way from MLX's."""
         bounds = mx.stack([b.astype(mx.int32) for b in bounds], axis=1)
         return _kernels.logit_rules(logits, bounds, self._suppress_u8, self._suppress_first_u8, tb)

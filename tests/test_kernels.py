@@ -432,6 +432,14 @@ def test_an_old_build_of_the_extension_is_not_used(monkeypatch):
     assert ext is None and "older build" in status
 
 
+def test_a_build_without_this_codes_ops_is_not_used(monkeypatch):
+    monkeypatch.setattr(K, "API", kernels.API - 1)
+    ext, status = kernels._load_kernels()
+    assert ext is None and "rebuild" in status
+    monkeypatch.delattr(K, "API")
+    assert kernels._load_kernels()[0] is None
+
+
 def test_a_build_without_the_median_filter_leaves_it_to_mlx(monkeypatch):
     assert kernels.native_median(mx.float32, 7) and not kernels.native_median(mx.float32, K.MAX_MEDIAN_WIDTH + 2)
     monkeypatch.delattr(K, "MAX_MEDIAN_WIDTH")  # built before the filter, for this same MLX
