@@ -23,6 +23,16 @@ def threads():
     K.set_threads(kernels.THREADS)
 
 
+def at_thread_counts(threads, fn) -> np.ndarray:
+    """fn()'s result with the kernels on 1, 2 and 5 threads: checked to be the same bits, returned."""
+    outs = []
+    for n in (1, 2, 5):
+        threads(n)
+        outs.append(np.array(fn()))
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    return outs[0]
+
+
 def f64_softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     e = np.exp(x - x.max(-1, keepdims=True))
@@ -47,16 +57,12 @@ def test_layer_norm_matches_float64_and_each_row_alone(threads):
     keys = mx.random.split(mx.random.key(3), 3)
     x = mx.random.normal((4, 37, 384), key=keys[0]) * 3 + 1
     w, b = mx.random.normal((384,), key=keys[1]), mx.random.normal((384,), key=keys[2])
-    outs = []
-    for n in (1, 2, 5):
-        threads(n)
-        outs.append(np.array(K.layer_norm(x, w, b, 1e-5)))
-    assert all(np.array_equal(outs[0], o) for o in outs[1:])
-    assert np.array_equal(np.array(K.layer_norm(x[2:3, 5:6], w, b, 1e-5))[0, 0], outs[0][2, 5])
+    out = at_thread_counts(threads, lambda: K.layer_norm(x, w, b, 1e-5))
+    assert np.array_equal(np.array(K.layer_norm(x[2:3, 5:6], w, b, 1e-5))[0, 0], out[2, 5])
     x64 = np.array(x).astype(np.float64)
     ref = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5) * np.array(w) + np.array(b)
     mlx_error = np.abs(np.array(mx.fast.layer_norm(x, w, b, 1e-5)) - ref).max()
-    assert np.abs(outs[0] - ref).max() <= 2 * mlx_error + 1e-6
+    assert np.abs(out - ref).max() <= 2 * mlx_error + 1e-6
 
 
 def test_layer_norm_layers_take_the_kernel_for_float32_only():
@@ -156,17 +162,13 @@ def test_few_query_attention_matches_float64_and_is_the_same_for_each_head_alone
     q = mx.random.normal((12, queries, dim), key=keys[0])
     k, v = mx.random.normal((12, length, dim), key=keys[1]), mx.random.normal((12, length, dim), key=keys[2])
     scale = dim**-0.5
-    outs = []
-    for n in (1, 2, 5):
-        threads(n)
-        outs.append(np.array(K.attend(q, k, v, scale)))
-    assert all(np.array_equal(outs[0], o) for o in outs[1:])
-    assert np.array_equal(np.array(K.attend(q[5:6], k[5:6], v[5:6], scale)), outs[0][5:6])
-    assert np.array_equal(np.array(K.attend(q[5:6, -1:], k[5:6], v[5:6], scale))[0, 0], outs[0][5, -1])
+    out = at_thread_counts(threads, lambda: K.attend(q, k, v, scale))
+    assert np.array_equal(np.array(K.attend(q[5:6], k[5:6], v[5:6], scale)), out[5:6])
+    assert np.array_equal(np.array(K.attend(q[5:6, -1:], k[5:6], v[5:6], scale))[0, 0], out[5, -1])
     s = np.einsum("uqd,ukd->uqk", np.array(q, np.float64), np.array(k, np.float64)) * scale
     p = np.exp(s - s.max(-1, keepdims=True))
     ref = np.einsum("uqk,ukd->uqd", p / p.sum(-1, keepdims=True), np.array(v, np.float64))
-    assert np.abs(outs[0] - ref).max() < 2e-6
+    assert np.abs(out - ref).max() < 2e-6
 
 
 @pytest.mark.parametrize("group, tokens", [(5, 1), (4, 3)])
@@ -252,15 +254,11 @@ def test_encoder_attention_sizes_and_thread_counts(threads, dim, queries, length
     keys = mx.random.split(mx.random.key(dim), 3)
     q, k, v = (mx.random.normal((3, 2, n, dim), key=kk) * 2 for kk, n in zip(keys, (queries, length, length)))
     scale = dim**-0.5
-    outs = []
-    for n in (1, 2, 5):
-        threads(n)
-        outs.append(np.array(K.head_attention(q, k, v, scale)))
-    assert all(np.array_equal(outs[0], o) for o in outs[1:])
-    assert np.array_equal(np.array(K.head_attention(q[1:2], k[1:2], v[1:2], scale)), outs[0][1:2])
+    out = at_thread_counts(threads, lambda: K.head_attention(q, k, v, scale))
+    assert np.array_equal(np.array(K.head_attention(q[1:2], k[1:2], v[1:2], scale)), out[1:2])
     ref = f64_attention(q, k, v, scale)
     mlx_error = np.abs(np.array(mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)) - ref).max()
-    assert np.abs(outs[0] - ref).max() <= 2 * mlx_error + 1e-6  # as accurate as MLX's own attention
+    assert np.abs(out - ref).max() <= 2 * mlx_error + 1e-6  # as accurate as MLX's own attention
 
 
 @pytest.mark.parametrize("rows, depth, width", [(1500, 384, 1536), (1500, 2048, 512), (101, 300, 64), (7, 5, 32)])
@@ -272,16 +270,12 @@ def test_linear_matches_float64_whatever_the_threads_or_rows(threads, rows, dept
     w, b = mx.random.normal((width, depth), key=keys[1]), mx.random.normal((width,), key=keys[2])
     ref = np.array(x).astype(np.float64) @ np.array(w).astype(np.float64).T
     mlx_error = np.abs(np.array(x @ w.T) - ref).max()
-    outs = []
-    for n in (1, 2, 5):
-        threads(n)
-        outs.append(np.array(K.linear(x, w, b)))
-    assert outs[0].shape == (1, rows, width)
-    assert all(np.array_equal(outs[0], o) for o in outs[1:])
-    assert np.abs(outs[0] - ref - np.array(b)).max() <= 2 * mlx_error + 1e-5
+    out = at_thread_counts(threads, lambda: K.linear(x, w, b))
+    assert out.shape == (1, rows, width)
+    assert np.abs(out - ref - np.array(b)).max() <= 2 * mlx_error + 1e-5
     assert np.abs(np.array(K.linear(x, w)) - ref).max() <= 2 * mlx_error + 1e-6
     alone = K.linear(x[:, rows // 2 : rows // 2 + 1], w, b)
-    assert np.array_equal(np.array(alone)[0, 0], outs[0][0, rows // 2])
+    assert np.array_equal(np.array(alone)[0, 0], out[0, rows // 2])
 
 
 def test_tiles_are_chosen_by_a_cached_measurement(monkeypatch, tmp_path):
@@ -329,15 +323,11 @@ def test_dot_products_match_float64_whatever_the_threads_or_the_other_rows(threa
     w, b = mx.random.normal((width, depth), key=keys[1]), mx.random.normal((width,), key=keys[2])
     ref = np.array(x).astype(np.float64) @ np.array(w).astype(np.float64).T
     mlx_error = np.abs(np.array(x @ w.T) - ref).max()
-    outs = []
-    for n in (1, 2, 5):
-        threads(n)
-        outs.append(np.array(K.dot_linear(x, w, b)))
-    assert all(np.array_equal(outs[0], o) for o in outs[1:])
-    assert np.abs(outs[0] - ref - np.array(b)).max() <= 2 * mlx_error + 1e-5
+    out = at_thread_counts(threads, lambda: K.dot_linear(x, w, b))
+    assert np.abs(out - ref - np.array(b)).max() <= 2 * mlx_error + 1e-5
     assert np.abs(np.array(K.dot_linear(x, w)) - ref).max() <= 2 * mlx_error + 1e-6
     for i in {0, rows // 2, rows - 1}:
-        assert np.array_equal(np.array(K.dot_linear(x[i : i + 1], w, b))[0], outs[0][i])
+        assert np.array_equal(np.array(K.dot_linear(x[i : i + 1], w, b))[0], out[i])
 
 
 def test_output_head_over_any_vocabulary_is_the_dot_kernel(monkeypatch):
