@@ -174,12 +174,12 @@ VECTORIZED void layer_norm_rows(const float* x, const float* w, const float* b, 
 // mask (`first` rows: suppress_first), a prefix [0, prefix), a suffix [suffix, n) and timestamps
 // [tb, floor), set to -inf; then, where the timestamps' log-sum-exp exceeds the best text logit, the text
 // columns [0, tb) too. bounds (rows × 4): prefix, suffix, floor, first.
-VECTORIZED void logit_rules_rows(const float* x, const int32_t* bounds, const uint8_t* suppress,
-                                 const uint8_t* suppress_first, float* y, int64_t rows, int64_t n, int64_t tb) {
+VECTORIZED void logit_rules_rows(const float* x, const int32_t* bounds, const bool* suppress,
+                                 const bool* suppress_first, float* y, int64_t rows, int64_t n, int64_t tb) {
   const float banned = -INFINITY;
   for (int64_t r = 0; r < rows; r++) {
     const int32_t *b = bounds + 4 * r, prefix = b[0], suffix = b[1], floor = b[2];
-    const uint8_t* s = b[3] ? suppress_first : suppress;
+    const bool* s = b[3] ? suppress_first : suppress;
     const float* p = x + r * n;
     float* q = y + r * n;
 #pragma omp simd

@@ -36,11 +36,16 @@ namespace {
 // ---------------------------------------------------------------- ops
 mx::Stream cpu_stream() { return mx::default_stream(mx::Device::cpu); }
 
+// x row-contiguous: itself when already evaluated so (weights, caches: no node in the graph)
+mx::array row_major(const mx::array& x) {
+  if (x.is_available() && x.flags().row_contiguous) return x;
+  return mx::contiguous(x, false, cpu_stream());
+}
+
 mx::array checked(const mx::array& x, const char* what) {
   if (x.dtype() != mx::float32) throw std::invalid_argument(std::string(what) + ": float32 expected");
   if (x.ndim() < 1 || x.shape().back() == 0) throw std::invalid_argument(std::string(what) + ": empty last axis");
-  if (x.is_available() && x.flags().row_contiguous) return x;  // weights, caches: no node in the graph
-  return mx::contiguous(x, false, cpu_stream());
+  return row_major(x);
 }
 
 mx::array softmax(const mx::array& x) {
@@ -66,11 +71,10 @@ mx::array logit_rules(const mx::array& x, const mx::array& bounds, const mx::arr
   auto xc = checked(x, "logit_rules");
   const int64_t n = xc.shape().back();
   if (xc.ndim() != 2 || bounds.dtype() != mx::int32 || bounds.shape() != mx::Shape{xc.shape(0), 4} ||
-      suppress.dtype() != mx::uint8 || suppress_first.dtype() != mx::uint8 || suppress.shape() != mx::Shape{int(n)} ||
+      suppress.dtype() != mx::bool_ || suppress_first.dtype() != mx::bool_ || suppress.shape() != mx::Shape{int(n)} ||
       suppress_first.shape() != suppress.shape() || tb < 0 || tb > n)
     throw std::invalid_argument(
-        "logit_rules: logits (B, V), int32 bounds (B, 4), uint8 masks (V,) and 0 <= tb <= V expected");
-  auto row_major = [](const mx::array& a) { return mx::contiguous(a, false, cpu_stream()); };
+        "logit_rules: logits (B, V), int32 bounds (B, 4), bool masks (V,) and 0 <= tb <= V expected");
   return mx::array(xc.shape(), mx::float32, std::make_shared<LogitRules>(cpu_stream(), tb),
                    {xc, row_major(bounds), row_major(suppress), row_major(suppress_first)});
 }
@@ -181,7 +185,7 @@ NB_MODULE(_kernels, m) {
         "Layer normalization over the last axis of a float32 array, then · w + b (lazy, on the CPU).");
   m.def("logit_rules", &logit_rules, "x"_a, "bounds"_a, "suppress"_a, "suppress_first"_a, "tb"_a,
         "openai-whisper's logit filters on float32 logits (B, V): per row, bounds (prefix, suffix, timestamp floor, "
-        "first) and the suppression masks (uint8, V); then the text columns banned where the timestamps' "
+        "first) and the suppression masks (bool, V); then the text columns banned where the timestamps' "
         "log-sum-exp beats the best text logit (lazy, on the CPU).");
   m.def("logsumexp", &logsumexp, "x"_a, "log Σ exp over the last axis of a float32 array (lazy, on the CPU).");
   m.def("topk", &topk, "x"_a, "k"_a,

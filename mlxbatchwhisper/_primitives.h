@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <initializer_list>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -25,15 +26,22 @@ namespace {
 
 void no_gpu(const char* name) { throw std::runtime_error(std::string(name) + ": CPU only"); }
 
+// MLX's CPU command encoder for stream s, with a primitive's inputs and outputs registered with it.
+mx::cpu::CommandEncoder& encoder(mx::Stream s, const std::vector<mx::array>& inputs,
+                                 std::initializer_list<mx::array*> outputs) {
+  auto& enc = mx::cpu::get_command_encoder(s);
+  for (const auto& a : inputs) enc.set_input_array(a);
+  for (auto* a : outputs) enc.set_output_array(*a);
+  return enc;
+}
+
 class Softmax : public mx::UnaryPrimitive {
  public:
   explicit Softmax(mx::Stream s) : mx::UnaryPrimitive(s) {}
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
     mx::set_unary_output_data(x, out);  // x's buffer when MLX says nothing else needs it
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(x);
-    enc.set_output_array(out);
+    auto& enc = encoder(stream(), inputs, {&out});
     int64_t n = x.shape().back();
     enc.dispatch([x = mx::array::unsafe_weak_copy(x), out = mx::array::unsafe_weak_copy(out), n]() mutable {
       const float* src = x.data<float>();
@@ -53,9 +61,7 @@ class Gelu : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
     mx::set_unary_output_data(x, out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(x);
-    enc.set_output_array(out);
+    auto& enc = encoder(stream(), inputs, {&out});
     enc.dispatch([x = mx::array::unsafe_weak_copy(x), out = mx::array::unsafe_weak_copy(out)]() mutable {
       const float* src = x.data<float>();
       float* dst = out.data<float>();
@@ -78,9 +84,7 @@ class LayerNorm : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &x = inputs[0], &w = inputs[1], &b = inputs[2];
     mx::set_unary_output_data(x, out);  // each row is read whole before it is written
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(out);
+    auto& enc = encoder(stream(), inputs, {&out});
     int64_t n = x.shape().back();
     enc.dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
                   b = mx::array::unsafe_weak_copy(b), out = mx::array::unsafe_weak_copy(out), n,
@@ -107,9 +111,7 @@ class LogitRules : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &x = inputs[0], &bounds = inputs[1], &suppress = inputs[2], &first = inputs[3];
     mx::set_unary_output_data(x, out);  // each element is read before it is written
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(out);
+    auto& enc = encoder(stream(), inputs, {&out});
     int64_t n = x.shape().back();
     enc.dispatch([x = mx::array::unsafe_weak_copy(x), b = mx::array::unsafe_weak_copy(bounds),
                   s = mx::array::unsafe_weak_copy(suppress), f = mx::array::unsafe_weak_copy(first),
@@ -118,7 +120,7 @@ class LogitRules : public mx::UnaryPrimitive {
       const int32_t* pb = b.data<int32_t>();
       float* dst = out.data<float>();
       pool().run(static_cast<int64_t>(x.size()) / n, [&](int64_t lo, int64_t hi) {
-        logit_rules_rows(src + lo * n, pb + 4 * lo, s.data<uint8_t>(), f.data<uint8_t>(), dst + lo * n, hi - lo, n, tb);
+        logit_rules_rows(src + lo * n, pb + 4 * lo, s.data<bool>(), f.data<bool>(), dst + lo * n, hi - lo, n, tb);
       });
     });
   }
@@ -138,9 +140,7 @@ class LogSumExp : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(x);
-    enc.set_output_array(out);
+    auto& enc = encoder(stream(), inputs, {&out});
     int64_t n = x.shape().back();
     enc.dispatch([x = mx::array::unsafe_weak_copy(x), out = mx::array::unsafe_weak_copy(out), n]() mutable {
       const float* src = x.data<float>();
@@ -162,10 +162,7 @@ class TopK : public mx::Primitive {
     auto &idx = outputs[0], &val = outputs[1];
     idx.set_data(mx::allocator::malloc(idx.nbytes()));
     val.set_data(mx::allocator::malloc(val.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(x);
-    enc.set_output_array(idx);
-    enc.set_output_array(val);
+    auto& enc = encoder(stream(), inputs, {&idx, &val});
     int64_t n = x.shape().back(), k = k_;
     enc.dispatch([x = mx::array::unsafe_weak_copy(x), idx = mx::array::unsafe_weak_copy(idx),
                   val = mx::array::unsafe_weak_copy(val), n, k]() mutable {
@@ -192,10 +189,7 @@ mx::array scratch(mx::Stream s, int64_t n, const std::vector<mx::array>& inputs,
   if (n > INT32_MAX) throw std::invalid_argument("scratch of more than 2^31 floats");
   mx::array buffer({static_cast<int>(n)}, mx::float32, nullptr, {});
   buffer.set_data(mx::allocator::malloc(buffer.nbytes()));
-  auto& enc = mx::cpu::get_command_encoder(s);
-  for (const auto& a : inputs) enc.set_input_array(a);
-  enc.set_output_array(out);
-  enc.add_temporary(buffer);
+  encoder(s, inputs, {&out}).add_temporary(buffer);
   return buffer;
 }
 
@@ -327,9 +321,7 @@ class DotLinear : public mx::UnaryPrimitive {
     const auto &x = inputs[0], &w = inputs[1];
     const int64_t N = w.shape(0), K = w.shape(1), M = x.size() / K;
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(out);
+    auto& enc = encoder(stream(), inputs, {&out});
     const bool has_bias = inputs.size() == 3;
     enc.dispatch([x = mx::array::unsafe_weak_copy(x), w = mx::array::unsafe_weak_copy(w),
                   b = has_bias ? mx::array::unsafe_weak_copy(inputs[2]) : mx::array(0.f),
@@ -355,10 +347,7 @@ class Lstm : public mx::Primitive {
     auto &hidden = outputs[0], &cell = outputs[1];
     hidden.set_data(mx::allocator::malloc(hidden.nbytes()));
     cell.set_data(mx::allocator::malloc(cell.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (const auto& a : inputs) enc.set_input_array(a);
-    enc.set_output_array(hidden);
-    enc.set_output_array(cell);
+    auto& enc = encoder(stream(), inputs, {&hidden, &cell});
     int64_t rows = gates.shape(0), steps = gates.shape(1), n = wh.shape(1);
     enc.dispatch([gates = mx::array::unsafe_weak_copy(gates), wh = mx::array::unsafe_weak_copy(wh),
                   h0 = mx::array::unsafe_weak_copy(h0), c0 = mx::array::unsafe_weak_copy(c0),
@@ -381,10 +370,7 @@ class MedianFilter : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto &x = inputs[0], &lengths = inputs[1];
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(x);
-    enc.set_input_array(lengths);
-    enc.set_output_array(out);
+    auto& enc = encoder(stream(), inputs, {&out});
     int64_t n = x.shape().back(), rows = static_cast<int64_t>(x.size()) / n, group = rows / x.shape(0);
     enc.dispatch([x = mx::array::unsafe_weak_copy(x), lengths = mx::array::unsafe_weak_copy(lengths),
                   out = mx::array::unsafe_weak_copy(out), n, rows, group, width = width_]() mutable {

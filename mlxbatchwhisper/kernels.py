@@ -368,8 +368,9 @@ def softmax(x: mx.array) -> mx.array:
 
 
 def native_median(dtype: mx.Dtype, width: int) -> bool:
-    """Whether `median_filter` runs here for this dtype and width (an older build has no filter)."""
-    return dtype == mx.float32 and width <= getattr(_kernels, "MAX_MEDIAN_WIDTH", 0) and native_available()
+    """Whether `median_filter` runs here for this dtype and width (an older build, without the filter, is not
+    loaded at all: `API`)."""
+    return native_available() and dtype == mx.float32 and width <= _kernels.MAX_MEDIAN_WIDTH
 
 
 def median_filter(x: mx.array, lengths: np.ndarray, width: int) -> mx.array:

@@ -31,7 +31,6 @@ class LogitRules:
         if options.suppress_blank:
             blank[tokenizer.encode(" ") + [tokenizer.eot]] = True
         self.suppress_first = mx.array(suppress | blank)  # the first sampled token: blanks too
-        self._suppress_u8, self._suppress_first_u8 = mx.array(suppress, mx.uint8), mx.array(suppress | blank, mx.uint8)
         self.vocab = mx.array(vocab.astype(np.int32))
         self.max_initial = None
         if self.timestamps and options.max_initial_timestamp is not None:
@@ -80,4 +79,4 @@ class LogitRules:
         timestamps' log-sum-exp is the kernel's own (its exp, its order of summing): against the best text
         logit it can decide a tie within rounding the other way from MLX's."""
         bounds = mx.stack([b.astype(mx.int32) for b in bounds], axis=1)
-        return _kernels.logit_rules(logits, bounds, self._suppress_u8, self._suppress_first_u8, tb)
+        return _kernels.logit_rules(logits, bounds, self.suppress, self.suppress_first, tb)
