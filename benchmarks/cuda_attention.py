@@ -3,7 +3,12 @@
 
 Each call is timed inside a chain of 32 (each query the previous output, as a decoding step's 32
 layers are), so launch latency does not count. For each dtype and (batch, heads) shape at 1500 keys,
-prints the largest difference from a float32 reference and both times with the bandwidth they reach.
+prints the largest difference from a float32 reference and both times with the bandwidth they reach;
+in float16 also the int8 kernel on the same keys and values quantized (`kernels.quantize_kv`; its error
+against the dequantized ones, its bandwidth counting the int8 bytes and the scales).
+Then the self-attention cache (`kernels.attend_cached`: (B, 20) heads, capacity 256, the first
+`length` columns written, each row's left padding random): its largest difference from MLX's attention
+over the cache's columns with a padding mask, and both times.
 `--variants` also times the kernel with other unrolls (keys per lane group in flight) and warps a block,
 float16 only. Needs MLX's CUDA backend.
 Usage: python benchmarks/cuda_attention.py [--variants]
@@ -43,7 +48,7 @@ def chained_ms(fn, q: mx.array, rounds: int = 5) -> float:
 
 
 def variant(unroll: int, warps: int, k: mx.array, v: mx.array):
-    """Our kernel with `unroll` groups of 4 keys a warp in flight and `warps` warps a block."""
+    """Our kernel with `unroll` rounds of keys a warp in flight and `warps` warps a block."""
     kernel = mx.fast.cuda_kernel(
         name=f"one_query_u{unroll}_w{warps}",
         input_names=["q", "k", "v", "scale"],
@@ -57,7 +62,7 @@ def variant(unroll: int, warps: int, k: mx.array, v: mx.array):
     def call(q: mx.array) -> mx.array:
         (out,) = kernel(
             inputs=[q, k, v, scale],
-            template=[("T", q.dtype), ("L", length), ("WARPS", warps)],
+            template=[("T", q.dtype), ("KEYS", length), ("WARPS", warps)],
             grid=(batch * heads * 32 * warps, 1, 1),
             threadgroup=(32 * warps, 1, 1),
             output_shapes=[q.shape],
@@ -88,6 +93,19 @@ def main() -> None:
                 f"{dtype} B={batch} H={heads} max err {err:.2e}  mlx sdpa {t_mlx:.3f} ms ({gb / t_mlx:.2f} TB/s)"
                 f"  ours {t_ours:.3f} ms ({gb / t_ours:.2f} TB/s)"
             )
+            if dtype == mx.float16:
+                kq, vq, ks, vs = kernels.quantize_kv(k, v)
+                mx.eval(kq, vq, ks, vs)
+                ref8 = mx.fast.scaled_dot_product_attention(
+                    q.astype(mx.float32),
+                    kernels.dequantize_kv(kq, ks, mx.float32),
+                    kernels.dequantize_kv(vq, vs, mx.float32),
+                    scale=0.125,
+                )
+                err8 = mx.abs(kernels._attend_one_cuda(q, kq, vq, ks, vs).astype(mx.float32) - ref8).max().item()
+                gb8 = (kq.nbytes + vq.nbytes + ks.nbytes + vs.nbytes) / 1e9
+                t8 = chained_ms(lambda x: kernels._attend_one_cuda(x, kq, vq, ks, vs), q)
+                line += f"\n  int8 K/V: max err {err8:.2e}  {t8:.3f} ms ({gb8 / t8:.2f} TB/s)"
             if args.variants and dtype == mx.float16:
                 for unroll in (1, 2, 4):
                     for warps in (2, 4, 8, 16):
@@ -96,6 +114,29 @@ def main() -> None:
                         ms = chained_ms(call, q)
                         line += f"\n  unroll {unroll} warps {warps}: {ms:.3f} ms ({gb / ms:.2f} TB/s) err {err:.1e}"
             print(line, flush=True)
+    for dtype in (mx.float16, mx.float32):
+        for batch, length in ((16, 40), (64, 65), (128, 65), (128, 200)):
+            cached_attention(dtype, batch, length)
+
+
+def cached_attention(dtype: mx.Dtype, batch: int, length: int, heads: int = 20, capacity: int = 256) -> None:
+    """Our kernel over a self-attention cache against MLX's over the cache's columns with a mask."""
+    q = mx.random.normal((batch, heads, 1, 64)).astype(dtype)
+    k, v = (mx.random.normal((batch, heads, capacity, 64)).astype(dtype) for _ in range(2))
+    starts = mx.random.randint(0, length // 2, (batch,)).astype(mx.int32)
+    mx.eval(q, k, v, starts)
+    mask = (mx.arange(length)[None, :] >= starts[:, None])[:, None, None, :]
+    ks, vs = k[..., :length, :], v[..., :length, :]
+    ref = mx.fast.scaled_dot_product_attention(*(a.astype(mx.float32) for a in (q, ks, vs)), scale=0.125, mask=mask)
+    err = mx.abs(kernels.attend_cached(q, k, v, length, starts).astype(mx.float32) - ref).max().item()
+    gb = 2 * mx.sum(length - starts).item() * heads * 64 * k.itemsize / 1e9
+    t_mlx = chained_ms(lambda x: mx.fast.scaled_dot_product_attention(x, ks, vs, scale=0.125, mask=mask), q)
+    t_ours = chained_ms(lambda x: kernels.attend_cached(x, k, v, length, starts), q)
+    print(
+        f"cache {dtype} B={batch} H={heads} length {length}: max err {err:.2e}  mlx sdpa (masked) {t_mlx:.3f} ms"
+        f"  ours {t_ours:.3f} ms ({gb / t_ours:.2f} TB/s)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ replacing methods in this process only:
   reserved columns with a mask);
 - `check` (with `static`): compare its hidden state with the regular step's at every step;
 - `side`: the encoder work queued ahead (`Engine._encode_ahead`) on a second stream.
+Each timed function also reports the most memory in use between the end of its previous call and its
+own end (`mx.get_peak_memory`), which says which part reaches the run's peak.
 `python benchmarks/loop_profile.py --model large-v3 --batch 128 --variants static` (on a GPU).
 Random weights give near-tied logits, so the tokens of different variants differ; compare speed only.
 """
@@ -39,15 +41,17 @@ from throughput import SHAPES  # noqa: E402
 
 from mlxbatchwhisper import BatchedWhisper  # noqa: E402
 from mlxbatchwhisper import engine, prefill  # noqa: E402
-from mlxbatchwhisper.kernels import attention, gelu  # noqa: E402
+from mlxbatchwhisper.kernels import gelu  # noqa: E402
 from mlxbatchwhisper.model import MultiHeadAttention, ResidualAttentionBlock, Whisper  # noqa: E402
 
 spent: Counter = Counter()
 calls: Counter = Counter()
+peaks: Counter = Counter()  # by timed function: the most memory in use between its previous call's end and its own
 
 
-def timer(owner, name: str, label: str | None = None) -> None:
-    """Replace owner.name by the same function, timed under `label`."""
+def timer(owner, name: str, label: str | None = None, memory: bool = True) -> None:
+    """Replace owner.name by the same function, timed under `label` (and its `memory` peak: not for a
+    function that the others call)."""
     inner = getattr(owner, name)
 
     def timed(*args, **kwargs):
@@ -55,6 +59,9 @@ def timer(owner, name: str, label: str | None = None) -> None:
         out = inner(*args, **kwargs)
         spent[label or name] += time.perf_counter() - start
         calls[label or name] += 1
+        if memory:  # the peak since the previous timed call's end
+            peaks[label or name] = max(peaks[label or name], mx.get_peak_memory(), mx.get_active_memory())
+            mx.reset_peak_memory()
         return out
 
     setattr(owner, name, timed)
@@ -74,9 +81,9 @@ def fuse_qkv(model: Whisper) -> None:
         if kv is None and cache is not None and getattr(self, "fused", None) is not None:
             w, bias = self.fused
             q, k, v = (self.heads(t) for t in mx.split(mx.addmm(bias, x, w.T), 3, axis=-1))
-            k, v = cache.update_and_fetch(k, v)
-            o = attention(q, k, v, mask)
-            return self.out(o.transpose(0, 2, 1, 3).reshape(o.shape[0], o.shape[2], -1))
+            o = cache.attend(q, k, v, mask)
+            b = o.shape[0]
+            return self.out(o.reshape(b, -1) if x.ndim == 2 else o.transpose(0, 2, 1, 3).reshape(b, o.shape[2], -1))
         return regular(self, x, mask, kv, cache)
 
     MultiHeadAttention.__call__ = call
@@ -93,7 +100,7 @@ def compile_second_half(model: Whisper) -> None:
     regular = ResidualAttentionBlock.__call__
 
     def call(self, x, mask=None, cross_kv=None, cache=None):
-        if cache is None or x.shape[1] != 1 or len(cross_kv) != 2:
+        if cache is None or x.ndim != 2 or len(cross_kv) != 2:
             return regular(self, x, mask, cross_kv, cache)
         return self.second_half(x + self.attn(self.attn_ln(x), mask=mask, cache=cache), *cross_kv)
 
@@ -198,7 +205,7 @@ def main() -> None:
                 ahead(self, scheduler)
 
         engine.Engine._encode_ahead = on_side_stream
-    timer(mx, "async_eval", "mx.async_eval")
+    timer(mx, "async_eval", "mx.async_eval", memory=False)
     ours = BatchedWhisper(model)
     eot = ours.tokenizer.eot
     options = dict(
@@ -220,7 +227,8 @@ def main() -> None:
         f"{wall:.2f} s, {steps} steps, tokens crc32 {digest:08x}"
     )
     for name in spent:
-        print(f"  {name}: {spent[name]:.3f} s, {1e3 * spent[name] / calls[name]:.2f} ms a call × {calls[name]}")
+        peak = f", peak memory up to its end {peaks[name] / 2**30:.2f} GiB" if name in peaks else ""
+        print(f"  {name}: {spent[name]:.3f} s, {1e3 * spent[name] / calls[name]:.2f} ms a call × {calls[name]}{peak}")
     if traces is not None:
         print(f"  the compiled step was traced {len(traces)} time(s)")
     rest = wall - sum(spent[n] for n in ("_launch", "_read", "_admit", "_encode_ahead"))

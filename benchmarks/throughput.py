@@ -33,6 +33,7 @@ from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
 from mlxbatchwhisper.heads import heads_for_name  # noqa: E402
 from mlxbatchwhisper.model import ModelDimensions, Whisper  # noqa: E402
 from mlxbatchwhisper.prefill import AudioEncoder  # noqa: E402
+from mlxbatchwhisper.quantize import quantize_model  # noqa: E402
 from mlxbatchwhisper.runtime import fastest_seconds  # noqa: E402
 
 SHAPES = {
@@ -133,6 +134,9 @@ def random_weights(args) -> list[dict]:
         dims = SHAPES[name]
         model = Whisper(dims, to_dtype(args.dtype))
         model.decoder.kv_bits = args.kv_bits
+        if args.quantize:  # weights as MLX's quantized layers (affine, groups of 64), run as they are
+            mx.eval(model.parameters())
+            quantize_model(model, args.quantize, 64)
         if args.absorb:
             model.decoder.absorb()
         model.alignment_heads = heads_for_name(name) or model.alignment_heads  # the real model's heads
@@ -160,6 +164,7 @@ def random_weights(args) -> list[dict]:
             impl = "mlxbatchwhisper" + (f" beam {args.beam_size}" if args.beam_size else "")
             impl += " int8 K/V" if args.kv_bits else ""
             impl += " absorbed K/V" if args.absorb else ""
+            impl += f" int{args.quantize} g64 weights" if args.quantize else ""
             limit = window_limit(dims, b, args.steps, to_dtype(args.dtype).size, hw)
             rows.append(
                 {
@@ -300,6 +305,7 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=None, help="beam search (random weights; default greedy)")
     parser.add_argument("--kv-bits", type=int, choices=[8], help="random weights: int8 cross-attention K/V")
     parser.add_argument("--absorb", action="store_true", help="cross-attention against the features (no K/V)")
+    parser.add_argument("--quantize", type=int, choices=[4, 8], help="random weights: quantized layers, groups of 64")
     parser.add_argument("--batches", type=int, default=2, help="batches per size (random weights)")
     parser.add_argument("--transformers", action="store_true", help="also time transformers' generate (CUDA)")
     parser.add_argument("--json", type=Path, help="write the rows here")

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 import mlx.core as mx
 import numpy as np
 
+from .kernels import attend_cached, attention, one_query_cuda
+
 
 class KVCache:
     """Self-attention K/V grown in blocks of `step` columns, plus fixed cross-attention K/V."""
@@ -41,6 +43,7 @@ class KVCache:
         self.keys: mx.array | None = None
         self.values: mx.array | None = None
         self.offset = 0
+        self._starts: tuple[list[int] | None, mx.array | None] = (None, None)  # left_padding, as an array
 
     @property
     def batch_size(self) -> int:
@@ -67,6 +70,16 @@ class KVCache:
         k = mx.arange(self.offset + n)[None, :]
         pad = mx.array(self.left_padding)[:, None, None, None]
         return (k <= q) & ((k >= pad) | (k == q))
+
+    def attend(self, q: mx.array, keys: mx.array, values: mx.array, mask: mx.array | None) -> mx.array:
+        """Append (B, H, n, D) keys/values and attend the n queries q to their rows' columns so far
+        (`mask` is `self.mask(n)`); one query a row on CUDA reads the cache in place."""
+        k, v = self.update_and_fetch(keys, values)
+        if not one_query_cuda(q, self.keys):
+            return attention(q, k, v, mask)
+        if self._starts[0] is not self.left_padding:  # remade only when rows leave, join or move
+            self._starts = (self.left_padding, mx.array(self.left_padding, dtype=mx.int32))
+        return attend_cached(q, self.keys, self.values, self.offset, self._starts[1])
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         """Append (B, H, n, D) keys/values; return all columns written so far."""

@@ -134,12 +134,8 @@ class Engine:
                 if plan.compact and batch is not None:
                     batch.compact(self.group)
                     batch = batch if batch.jobs else None
-                if plan.admit:
-                    new = self._admit(plan.admit)
-                    if batch is None:
-                        batch = new
-                    else:
-                        batch.extend(new)
+                if plan.admit:  # no other name holds a batch: a finished one is freed before the next prefill
+                    batch = self._joined(batch, self._admit(plan.admit))
                 if batch is None or scheduler.live == 0:
                     if scheduler.idle:
                         return
@@ -151,6 +147,13 @@ class Engine:
                 yield from self._harvest(batch, self._read(before), scheduler)
         finally:
             self._scheduler = self._ahead = None  # an abandoned run's encoder work is let go
+
+    @staticmethod
+    def _joined(batch: _Batch | None, new: _Batch) -> _Batch:
+        if batch is None:
+            return new
+        batch.extend(new)
+        return batch
 
     def _encode_ahead(self, scheduler: Scheduler[_Job]) -> None:
         """Queue a few more pieces of the encoder's work for the items next in line (none waited for)."""

@@ -22,6 +22,7 @@ Everywhere else (Metal, half precision on the CPU, short sequences) MLX's own op
 
 from __future__ import annotations
 
+import functools
 import os
 
 import mlx.core as mx
@@ -57,113 +58,122 @@ if _kernels is not None:
 _WARPS = 8
 _CUDA_MIN_HEADS = 256  # fewer (row, head) blocks leave the GPU idle: MLX's kernel is faster there
 
-# One block of _WARPS warps per (row, head). A lane loads 8 of a key's 64 dimensions (16 bytes
-# in half precision), so 8 lanes hold a key and a warp reads 4 keys per load, four times per pass;
-# each 8-lane group keeps its own running softmax, and the groups are merged at the end.
+# One block of _WARPS warps per (row, head). Each lane loads 16 bytes of a key and of its value:
+# 8 dimensions in half precision (8 lanes a key), 16 of int8 (4 lanes a key), 4 of float32 (16 lanes).
+# A lane group keeps its own running softmax over the keys it reads, rescaled once per U keys rather
+# than per key; the groups are merged at the end. int8 keys/values become floats by a byte
+# permutation into a float's mantissa (an integer add in place of a conversion instruction).
 _ONE_QUERY_HEADER = """
-__device__ inline void load8q(const int8_t* p, float* out) {
-    const uint2 raw = *reinterpret_cast<const uint2*>(p);
-    const int8_t* e = reinterpret_cast<const int8_t*>(&raw);
-    #pragma unroll
-    for (int i = 0; i < 8; i++) out[i] = (float)e[i];
-}
-template <typename T> __device__ inline void load8(const T* p, float* out) {
-    if constexpr (sizeof(T) == 2) {
-        const uint4 raw = *reinterpret_cast<const uint4*>(p);
-        const T* e = reinterpret_cast<const T*>(&raw);
+template <typename S> __device__ inline void expand16(uint4 raw, float* out) {
+    if constexpr (sizeof(S) == 1) {
+        const unsigned w[4] = {raw.x ^ 0x80808080u, raw.y ^ 0x80808080u, raw.z ^ 0x80808080u, raw.w ^ 0x80808080u};
         #pragma unroll
-        for (int i = 0; i < 8; i++) out[i] = (float)e[i];
+        for (int j = 0; j < 4; j++) {
+            #pragma unroll
+            for (int b = 0; b < 4; b++)
+                out[4 * j + b] = __int_as_float(__byte_perm(w[j], 0x4Bu, 0x4550u | b)) - 8388736.f;
+        }
     } else {
+        const S* e = reinterpret_cast<const S*>(&raw);
         #pragma unroll
-        for (int i = 0; i < 8; i++) out[i] = (float)p[i];
+        for (int i = 0; i < 16 / (int)sizeof(S); i++) out[i] = (float)e[i];
     }
 }
 """
-# The kernel's body, with the key/value pointers ({setup}) and the loads of one key and value ({load})
-# filled in for keys/values of the query's type or for int8 ones with a scale per position.
+# The kernel's body: {storage} is the keys' and values' element type, {key_scale} and {value_scale}
+# a position's scales (int8) or 1; a (row, head) reads keys [{first}, {length}) of the {row} it holds.
 _ONE_QUERY_BODY = """
-    constexpr int U = 4, PARTS = WARPS * 4;
+    using S = {storage};
+    constexpr int U = 4, E = 16 / (int)sizeof(S), LPK = 64 / E, KPW = 32 / LPK, PARTS = WARPS * KPW;
+    constexpr int STRIDE = 64 * (int)sizeof(S) / 16;  // a key's length in 16-byte loads
     const int unit = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int group = lane / 8, sub = lane % 8;
-{setup}    float qf[8], acc[8];
-    load8(q + unit * 64 + sub * 8, qf);
+    const int group = lane / LPK, sub = lane % LPK;
+    const int L = {length}, first = {first};
+    const uint4* kk = reinterpret_cast<const uint4*>(k + (size_t)unit * {row} * 64 + sub * E);
+    const uint4* vv = reinterpret_cast<const uint4*>(v + (size_t)unit * {row} * 64 + sub * E);
+    float qf[E], acc[E];
     #pragma unroll
-    for (int i = 0; i < 8; i++) {{ qf[i] *= scale[0]; acc[i] = 0.f; }}
+    for (int i = 0; i < E; i++) {{ qf[i] = (float)q[unit * 64 + sub * E + i] * scale[0]; acc[i] = 0.f; }}
     float m = -INFINITY, l = 0.f;
-    for (int t0 = warp * 4 * U; t0 < L; t0 += WARPS * 4 * U) {{
-        float s[U], vf[U][8];
+    for (int t0 = first + warp * KPW * U; t0 < L; t0 += WARPS * KPW * U) {{
+        float s[U], w[U];
+        uint4 vraw[U];
         #pragma unroll
         for (int u = 0; u < U; u++) {{
-            const int t = min(t0 + u * 4 + group, L - 1);
-            float kf[8];
-{load}        }}
+            const int t = min(t0 + u * KPW + group, L - 1);
+            const uint4 kraw = kk[(size_t)t * STRIDE];
+            vraw[u] = vv[(size_t)t * STRIDE];
+            float kf[E], d = 0.f;
+            expand16<S>(kraw, kf);
+            #pragma unroll
+            for (int i = 0; i < E; i++) d += qf[i] * kf[i];
+            s[u] = d * {key_scale};
+            w[u] = {value_scale};
+        }}
         #pragma unroll
-        for (int off = 4; off > 0; off >>= 1) {{
+        for (int off = LPK / 2; off > 0; off >>= 1) {{
             #pragma unroll
             for (int u = 0; u < U; u++) s[u] += __shfl_xor_sync(0xffffffff, s[u], off);
         }}
+        float mn = m;
+        #pragma unroll
+        for (int u = 0; u < U; u++) if (t0 + u * KPW + group < L) mn = fmaxf(mn, s[u]);
+        if (mn == -INFINITY) continue;  // every key of this round lies past the end
+        const float c = __expf(m - mn);
+        l *= c;
+        #pragma unroll
+        for (int i = 0; i < E; i++) acc[i] *= c;
         #pragma unroll
         for (int u = 0; u < U; u++) {{
-            if (t0 + u * 4 + group < L) {{
-                const float mn = fmaxf(m, s[u]), c = __expf(m - mn), p = __expf(s[u] - mn);
-                l = l * c + p;
+            if (t0 + u * KPW + group < L) {{
+                const float p = __expf(s[u] - mn), pw = p * w[u];
+                float vf[E];
+                expand16<S>(vraw[u], vf);
+                l += p;
                 #pragma unroll
-                for (int i = 0; i < 8; i++) acc[i] = acc[i] * c + p * vf[u][i];
-                m = mn;
+                for (int i = 0; i < E; i++) acc[i] += pw * vf[i];
             }}
         }}
+        m = mn;
     }}
     __shared__ float sm[PARTS], sl[PARTS], sa[PARTS][64];
-    const int part = warp * 4 + group;
+    const int part = warp * KPW + group;
     if (sub == 0) {{ sm[part] = m; sl[part] = l; }}
     #pragma unroll
-    for (int i = 0; i < 8; i++) sa[part][sub * 8 + i] = acc[i];
+    for (int i = 0; i < E; i++) sa[part][sub * E + i] = acc[i];
     __syncthreads();
     if (warp == 0) {{
         float top = -INFINITY, total = 0.f, o0 = 0.f, o1 = 0.f;
-        for (int w = 0; w < PARTS; w++) top = fmaxf(top, sm[w]);
-        for (int w = 0; w < PARTS; w++) {{
-            const float c = sm[w] == -INFINITY ? 0.f : __expf(sm[w] - top);
-            total += sl[w] * c;
-            o0 += sa[w][2 * lane] * c;
-            o1 += sa[w][2 * lane + 1] * c;
+        for (int p = 0; p < PARTS; p++) top = fmaxf(top, sm[p]);
+        for (int p = 0; p < PARTS; p++) {{
+            const float c = sm[p] == -INFINITY ? 0.f : __expf(sm[p] - top);
+            total += sl[p] * c;
+            o0 += sa[p][2 * lane] * c;
+            o1 += sa[p][2 * lane + 1] * c;
         }}
         out[unit * 64 + 2 * lane] = (T)(o0 / total);
         out[unit * 64 + 2 * lane + 1] = (T)(o1 / total);
     }}
 """
-_ONE_QUERY_CUDA = _ONE_QUERY_BODY.format(
-    setup="""    const T* kk = k + (size_t)unit * L * 64 + sub * 8;
-    const T* vv = v + (size_t)unit * L * 64 + sub * 8;
-""",
-    load="""            load8(kk + (size_t)t * 64, kf);
-            load8(vv + (size_t)t * 64, vf[u]);
-            float d = 0.f;
-            #pragma unroll
-            for (int i = 0; i < 8; i++) d += qf[i] * kf[i];
-            s[u] = d;
-""",
-)
+_CROSS = dict(length="KEYS", first="0", row="KEYS")  # all KEYS positions of the audio
+_ONE_QUERY_CUDA = _ONE_QUERY_BODY.format(storage="T", key_scale="1.f", value_scale="1.f", **_CROSS)
 _ONE_QUERY_INT8_CUDA = _ONE_QUERY_BODY.format(
-    setup="""    const int8_t* kk = k + (size_t)unit * L * 64 + sub * 8;
-    const int8_t* vv = v + (size_t)unit * L * 64 + sub * 8;
-    const T* ksu = ks + (size_t)unit * L;
-    const T* vsu = vs + (size_t)unit * L;
-""",
-    load="""            load8q(kk + (size_t)t * 64, kf);
-            load8q(vv + (size_t)t * 64, vf[u]);
-            const float vscale = (float)vsu[t];
-            #pragma unroll
-            for (int i = 0; i < 8; i++) vf[u][i] *= vscale;
-            float d = 0.f;
-            #pragma unroll
-            for (int i = 0; i < 8; i++) d += qf[i] * kf[i];
-            s[u] = d * (float)ksu[t];
-""",
+    storage="int8_t",
+    key_scale="(float)ks[(size_t)unit * KEYS + t]",
+    value_scale="(float)vs[(size_t)unit * KEYS + t]",
+    **_CROSS,
+)
+# a self-attention cache (B, H, capacity, 64): columns [left padding of the row, length) written so far
+_ONE_QUERY_CACHED_CUDA = _ONE_QUERY_BODY.format(
+    storage="T",
+    key_scale="1.f",
+    value_scale="1.f",
+    length="extent[0]",
+    first="starts[unit / extent[2]]",
+    row="extent[1]",
 )
 
-_one_query_cuda = None
-_one_query_int8_cuda = None
+_CACHED_WARPS = 4  # a self-attention cache holds at most 448 columns: fewer warps a block
 CrossKV = tuple  # (keys, values), or (int8 keys, int8 values, key scales, value scales): see quantize_kv
 
 
@@ -171,34 +181,66 @@ def _cuda() -> bool:
     return mx.default_device() == mx.gpu and mx.cuda.is_available()
 
 
+@functools.cache
+def _one_query_kernel(name: str, source: str, inputs: tuple[str, ...]):
+    return mx.fast.cuda_kernel(
+        name=name, input_names=list(inputs), output_names=["out"], source=source, header=_ONE_QUERY_HEADER
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _constant(values: tuple, dtype: mx.Dtype) -> mx.array:
+    """A small constant array, made once: a kernel's scalars are not uploaded again every step."""
+    return mx.array(values, dtype)
+
+
+def one_query_cuda(q: mx.array, keys: mx.array) -> bool:
+    """Whether our CUDA kernel attends q (B, H, 1, 64) to these keys: enough (row, head) blocks to fill
+    the GPU (fewer: MLX's kernel is faster)."""
+    b, h, t, d = q.shape
+    return t == 1 and d == 64 and b * h >= _CUDA_MIN_HEADS and keys.shape[-1] == 64 and _cuda()
+
+
 def _attend_one_cuda(q: mx.array, k: mx.array, v: mx.array, *scales: mx.array) -> mx.array:
     """One query per head (B, H, 1, 64) against contiguous keys/values (B, H, T, 64), on CUDA;
     with `scales`, int8 keys/values and their (B, H, T) scales."""
-    global _one_query_cuda, _one_query_int8_cuda
-    if scales and _one_query_int8_cuda is None:
-        _one_query_int8_cuda = mx.fast.cuda_kernel(
-            name="one_query_attention_int8",
-            input_names=["q", "k", "v", "ks", "vs", "scale"],
-            output_names=["out"],
-            source=_ONE_QUERY_INT8_CUDA,
-            header=_ONE_QUERY_HEADER,
-        )
-    if not scales and _one_query_cuda is None:
-        _one_query_cuda = mx.fast.cuda_kernel(
-            name="one_query_attention",
-            input_names=["q", "k", "v", "scale"],
-            output_names=["out"],
-            source=_ONE_QUERY_CUDA,
-            header=_ONE_QUERY_HEADER,
-        )
-    kernel = _one_query_int8_cuda if scales else _one_query_cuda
+    if scales:
+        inputs = ("q", "k", "v", "ks", "vs", "scale")
+        kernel = _one_query_kernel("one_query_attention_int8", _ONE_QUERY_INT8_CUDA, inputs)
+    else:
+        kernel = _one_query_kernel("one_query_attention", _ONE_QUERY_CUDA, ("q", "k", "v", "scale"))
     batch, heads, _, dim = q.shape
-    units = batch * heads
     (out,) = kernel(
-        inputs=[q, k, v, *scales, mx.array([dim**-0.5], mx.float32)],
-        template=[("T", q.dtype), ("L", k.shape[2]), ("WARPS", _WARPS)],
-        grid=(units * 32 * _WARPS, 1, 1),
+        inputs=[q, k, v, *scales, _constant((dim**-0.5,), mx.float32)],
+        template=[("T", q.dtype), ("KEYS", k.shape[2]), ("WARPS", _WARPS)],
+        grid=(batch * heads * 32 * _WARPS, 1, 1),
         threadgroup=(32 * _WARPS, 1, 1),
+        output_shapes=[q.shape],
+        output_dtypes=[q.dtype],
+    )
+    return out
+
+
+def attend_cached(q: mx.array, keys: mx.array, values: mx.array, length: int, starts: mx.array) -> mx.array:
+    """One query per head (B, H, 1, 64) against a self-attention cache (B, H, capacity, 64) on CUDA:
+    row b attends to columns [starts[b], length), its tokens (before them: its left padding).
+    The cache is read in place, without the copy a slice of its columns would take."""
+    kernel = _one_query_kernel(
+        "one_query_attention_cached", _ONE_QUERY_CACHED_CUDA, ("q", "k", "v", "starts", "extent", "scale")
+    )
+    batch, heads, _, dim = q.shape
+    (out,) = kernel(
+        inputs=[
+            q,
+            keys,
+            values,
+            starts,
+            _constant((length, keys.shape[2], heads), mx.int32),
+            _constant((dim**-0.5,), mx.float32),
+        ],
+        template=[("T", q.dtype), ("WARPS", _CACHED_WARPS)],
+        grid=(batch * heads * 32 * _CACHED_WARPS, 1, 1),
+        threadgroup=(32 * _CACHED_WARPS, 1, 1),
         output_shapes=[q.shape],
         output_dtypes=[q.dtype],
     )
@@ -321,7 +363,7 @@ def cross_attention(
 
 
 def _cross_attention(q: mx.array, k: mx.array, v: mx.array, scales: tuple = ()) -> mx.array:
-    if q.shape[2] == 1 and q.shape[-1] == 64 and q.shape[0] * q.shape[1] >= _CUDA_MIN_HEADS and _cuda():
+    if one_query_cuda(q, k):
         return _attend_one_cuda(q, k, v, *scales)
     if scales:
         k, v = dequantize_kv(k, scales[0], q.dtype), dequantize_kv(v, scales[1], q.dtype)

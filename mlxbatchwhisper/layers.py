@@ -55,23 +55,48 @@ def native_linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -
     return "dots" if k % _kernels.lanes() == 0 and tiles_speedup("dots") > 1.0 else None
 
 
-def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
+def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None, views: _Views | None = None) -> mx.array:
     """x Wᵀ (+ b) for x (..., T, K) or (B, K) and W (N, K): the weights packed into panels (`_kernels.linear`),
     or dot products that read them in place, each output summed the same way whatever the other rows
-    (`_kernels.dot_linear`), or the BLAS (`native_linear`)."""
+    (`_kernels.dot_linear`), or MLX's product (`native_linear`), through `views` of W and b if given."""
     kind = native_linear(x, weight, bias)
     if kind == "panels":
         return _kernels.linear(x, weight, bias)
     if kind == "dots":
         return _kernels.dot_linear(x, weight, bias)
-    return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
+    wt, b = (weight.T, bias) if views is None else (views.transposed, views.bias_for(x))
+    return x @ wt if b is None else mx.addmm(b, x, wt)
+
+
+class _Views:
+    """A layer's weight transposed and its bias broadcast to the rows of the last (B, K) input, as MLX's
+    product takes them: evaluated views of the same memory, made once, so that a decoding step's graph
+    holds no transpose or broadcast node per layer."""
+
+    def __init__(self, weight: mx.array, bias: mx.array | None):
+        self.weight, self.bias, self.transposed = weight, bias, weight.T
+        self.rows: tuple[int, mx.array | None] = (-1, None)
+        mx.eval(self.transposed)
+
+    def bias_for(self, x: mx.array) -> mx.array | None:
+        if self.bias is None or x.ndim != 2:
+            return self.bias
+        if self.rows[0] != x.shape[0]:
+            self.rows = (x.shape[0], mx.broadcast_to(self.bias, (x.shape[0], self.bias.shape[-1])))
+            mx.eval(self.rows[1])
+        return self.rows[1]
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` whose products go through `linear`."""
+    """`nn.Linear` whose products go through `linear`, with `_Views` of its parameters made once per
+    weight and bias arrays."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        return linear(x, self.weight, self.bias if "bias" in self else None)
+        bias = self.bias if "bias" in self else None
+        views = getattr(self, "_views", None)
+        if views is None or views.weight is not self.weight or views.bias is not bias:
+            self._views = views = _Views(self.weight, bias)
+        return linear(x, self.weight, bias, views)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -90,6 +90,9 @@ class MultiHeadAttention(nn.Module):
         return (z @ wv.swapaxes(-1, -2) + bv).reshape(h, b, t, dh).transpose(1, 0, 2, 3)
 
     def heads(self, x: mx.array) -> mx.array:
+        """(B, T, D) → (B, H, T, D_head); a decoding step's (B, D) is already laid out as (B, H, 1, D_head)."""
+        if x.ndim == 2:
+            return x.reshape(x.shape[0], self.n_head, 1, -1)
         batch, length, _ = x.shape
         return x.reshape(batch, length, self.n_head, -1).transpose(0, 2, 1, 3)
 
@@ -104,18 +107,19 @@ class MultiHeadAttention(nn.Module):
         kv: CrossKV | None = None,
         cache: KVCache | None = None,
     ) -> mx.array:
-        """Self-attention over x, or cross-attention against precomputed `kv`."""
+        """Self-attention over x (B, T, D), or cross-attention against precomputed `kv`; x (B, D) is
+        one position a row (a decoding step)."""
         q = self.heads(self.query(x))
         if kv is None:
             k, v = self.kv(x)
-            if cache is not None:
-                k, v = cache.update_and_fetch(k, v)
-            o = attention(q, k, v, mask)
+            o = attention(q, k, v, mask) if cache is None else cache.attend(q, k, v, mask)
         elif len(kv) == 1:
             o = self.attend_features(q, kv[0])
         else:
             o = cross_attention(q, *kv)
         batch, _, length, _ = o.shape
+        if x.ndim == 2:
+            return self.out(o.reshape(batch, -1))
         return self.out(o.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
     def scores(self, x: mx.array, kv: CrossKV, heads: list[int]) -> mx.array:
@@ -255,13 +259,16 @@ class TextDecoder(nn.Module):
         else:
             # rows that already finished may run past the last position: clamp, their output is unused
             positions = mx.minimum(cache[0].positions(length), self.positional_embedding.shape[0] - 1)
+            if length == 1:  # a decoding step: (B, D) rows throughout, fewer reshapes in its graph
+                tokens, positions = tokens[:, 0], positions[:, 0]
             pos = self.positional_embedding[positions]
             cross = [c.cross_kv for c in cache]
             mask = cache[0].mask(length)
         x = self.token_embedding(tokens) + pos
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, cross_kv=cross[i], cache=None if cache is None else cache[i])
-        return self.ln(x)
+        x = self.ln(x)
+        return x if x.ndim == 3 else x[:, None]
 
     def forward_with_scores(self, tokens: mx.array, cross: list[CrossKV], heads: Heads) -> tuple[mx.array, mx.array]:
         """Hidden states of whole (right-padded) sequences and the cross-attention scores of the

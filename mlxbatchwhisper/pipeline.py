@@ -346,8 +346,12 @@ def _reuse_cross_kv() -> bool:
     return mx.default_device() == mx.cpu
 
 
-def auto_batch_size(model: Whisper, limit: int = 64, share: float = 0.25) -> int:
-    """Rows whose caches and activations fit in `share` of the free memory (CPU RAM or GPU)."""
+def auto_batch_size(model: Whisper, limit: int | None = None, share: float = 0.5) -> int:
+    """Rows whose caches and activations fit in `share` of the free memory (CPU RAM or GPU), at most
+    `limit` (default: 128 on a GPU, where larger batches keep gaining; 64 on the CPU). A batch's peak is
+    its caches plus one encoder chunk (a finished batch is freed before the next one's prefill)."""
+    if limit is None:
+        limit = 64 if mx.default_device() == mx.cpu else 128
     d = model.dims
     itemsize = model.dtype.size
     cross = d.n_audio_ctx * d.n_text_state * (1 if model.decoder.absorbed else 2 * d.n_text_layer)
