@@ -35,11 +35,10 @@ MODES = [  # label, mode, bits, group size
 def shapes(d: int, vocab: int) -> list[tuple[str, int, int, int]]:
     """(label, rows, in, out) of the products a model of width d runs."""
     out = []
-    places = ((12000, "encoder, 8 windows"), (1, "step, 1 row"), (16, "step, 16 rows"), (64, "step, 64 rows"))
-    for rows, where in places:
-        out += [(f"{where}: {k}→{n}", rows, k, n) for k, n in ((d, d), (d, 4 * d), (4 * d, d))]
-    out += [(f"step, 128 rows: {k}→{n}", 128, k, n) for k, n in ((d, d), (d, 4 * d), (4 * d, d), (d, vocab))]
-    return out
+    for rows in (1, 16, 64, 128):
+        out += [(f"step, {rows} rows: {k}→{n}", rows, k, n) for k, n in ((d, d), (d, 4 * d), (4 * d, d))]
+    out.append((f"step, 128 rows: {d}→{vocab}", 128, d, vocab))
+    return out + [(f"encoder, 8 windows: {k}→{n}", 12000, k, n) for k, n in ((d, d), (d, 4 * d), (4 * d, d))]
 
 
 def seconds(fn) -> float:
