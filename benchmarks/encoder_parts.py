@@ -7,7 +7,9 @@ For each chunk (windows per call): the full `AudioEncoder` pass, and the same wi
 out, both MLP layers, and the second convolution as one product) chained; every layer's
 `mx.fast.scaled_dot_product_attention`; what is left (norms, GELU, residuals, copies) as the difference.
 Each is timed at its fastest of `--repeat` evaluations and given per window and in TFLOP/s, beside one
-large square product's rate (`throughput.measure_hardware`) measured in the same run.
+large square product's rate (`throughput.measure_hardware`) measured in the same run. Also the memory
+each needs above what is already in use (`mx.get_peak_memory`): the whole pass, the two convolutions,
+one block, one layer's attention.
 Usage: python benchmarks/encoder_parts.py --model large-v3 --chunks 8 16 32 [--dtype float16]
 """
 
@@ -28,6 +30,16 @@ from throughput import SHAPES, measure_hardware  # noqa: E402
 
 from mlxbatchwhisper.model import Whisper  # noqa: E402
 from mlxbatchwhisper.runtime import fastest_seconds  # noqa: E402
+
+
+def peak_gb(fn) -> float:
+    """The most memory in use while `fn()` is evaluated, above what was in use before, in GB."""
+    mx.synchronize()
+    mx.clear_cache()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    mx.eval(fn())
+    return round((mx.get_peak_memory() - base) / 1e9, 3)
 
 
 def main() -> None:
@@ -75,6 +87,13 @@ def main() -> None:
                 y = block(y)
             return enc.ln_post(y)
 
+        enc = model.encoder
+        memory = {
+            "peak_gb_pass": peak_gb(lambda: enc(mel)),
+            "peak_gb_convolutions": peak_gb(lambda: nn.gelu(enc.conv2(nn.gelu(enc.conv1(mel))))),
+            "peak_gb_one_block": peak_gb(lambda: enc.blocks[0](x)),
+            "peak_gb_one_attention": peak_gb(lambda: mx.fast.scaled_dot_product_attention(q, q, q, scale=0.125)),
+        }
         fused = fastest_seconds(compiled, args.repeat)
         prod = fastest_seconds(products, args.repeat)
         attn = fastest_seconds(attention, args.repeat)
@@ -93,6 +112,7 @@ def main() -> None:
                     "rest_ms_per_window": round((full - prod - attn) / chunk * 1e3, 2),
                     "full_tflop_s": round((prod_flops + attn_flops) / full / 1e12),
                     "windows_per_s": round(chunk / full, 1),
+                    **memory,
                 }
             ),
             flush=True,

@@ -7,7 +7,7 @@ that runs here (affine int4 / int8 with groups of 64, the microscaling float mod
 dequantizing the weights first then multiplying. Each time is the fastest of 5 evaluations of 10
 products queued together (so that launch latency is spread; a product over 50 ms is timed once);
 prints ms a product, TFLOP/s and the rate at which the weights' bytes are read.
-Usage: python benchmarks/quantized_products.py [--dim 1280] [--json out.json]
+Usage: python benchmarks/quantized_products.py [--dim 1280] [--rows 64 12000] [--modes "int4 g64"] [--json out.json]
 """
 
 from __future__ import annotations
@@ -54,17 +54,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=1280, help="model width (large-v3: 1280)")
     parser.add_argument("--vocab", type=int, default=51866)
+    parser.add_argument("--rows", type=int, nargs="+", help="only the shapes of these row counts (12000: encoder)")
+    parser.add_argument("--modes", nargs="+", choices=[m[0] for m in MODES], help="only these quantization modes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = []
+    modes = [m for m in MODES if not args.modes or m[0] in args.modes]
     for label, m, k, n in shapes(args.dim, args.vocab):
+        if args.rows and m not in args.rows:
+            continue
         x = mx.random.normal((m, k)).astype(mx.float16)
         w = (mx.random.normal((n, k)) * 0.02).astype(mx.float16)
         mx.eval(x, w)
         flops = 2 * m * k * n
         base = seconds(lambda: x @ w.T)
         row = {"shape": label, "float16_ms": base * 1e3, "float16_tflop_s": flops / base / 1e12}
-        for name, mode, bits, group in MODES:
+        for name, mode, bits, group in modes:
             try:
                 packed = mx.quantize(w, group_size=group, bits=bits, mode=mode)
                 mx.eval(packed)
