@@ -107,7 +107,8 @@ def test_a_finished_batch_is_freed_before_the_next_prefill(monkeypatch):
     admit = Engine._admit
     monkeypatch.setattr(Engine, "_admit", lambda self, jobs: in_use.append(mx.get_active_memory()) or admit(self, jobs))
     items = [Item(key=n, audio=corpus_audio(n), language="en") for n in ("d01", "d02", "d03", "d04")]
-    results = list(Engine(m.model, m.tokenizer, DecodingOptions(temperature=0.0, sample_len=3), batch_size=2).run(items))
+    engine = Engine(m.model, m.tokenizer, DecodingOptions(temperature=0.0, sample_len=3), batch_size=2)
+    results = list(engine.run(items))
     assert len(results) == 4 and len(in_use) == 2
     d = m.model.dims
     batch_kv = 2 * 2 * d.n_text_layer * d.n_audio_ctx * d.n_text_state * m.model.dtype.size

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from mlxbatchwhisper import BatchedWhisper, load_model
-from mlxbatchwhisper.checkpoints import read_checkpoint, resolve
+from mlxbatchwhisper.checkpoints import dequantized_part, read_checkpoint, resolve
 from mlxbatchwhisper.cli.convert import main as convert_cli
 from mlxbatchwhisper.convert import convert
 from mlxbatchwhisper.model import ModelDimensions, Whisper
-from mlxbatchwhisper.quantize import quantize_model
+from mlxbatchwhisper.quantize import dequantize_model, quantize_model
 from mlxbatchwhisper.tokenizer import get_tokenizer
 from reference import corpus_audio, manifest
 
@@ -143,6 +143,22 @@ def test_native_quantized_kernels_match_dequantized_weights(tmp_path):
     assert isinstance(expanded.decoder.blocks[0].mlp1, nn.Linear)
     a, b = teacher_forced_logits(native), teacher_forced_logits(expanded)
     assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()
+
+
+def test_what_a_quantized_model_expands_at_load_by_device():
+    """All of it on the CPU, the encoder on CUDA (its 1500-row products are slow quantized there), nothing
+    on Apple GPUs; `dequantize=True / False` decides for every device."""
+    model = Whisper(ModelDimensions(80, 1500, 64, 1, 1, 51864, 448, 64, 1, 1))
+    assert dequantized_part(model, None, "cpu") is model
+    assert dequantized_part(model, None, "cuda") is model.encoder
+    assert dequantized_part(model, None, "metal") is None
+    assert all(dequantized_part(model, True, d) is model for d in ("cpu", "cuda", "metal"))
+    assert all(dequantized_part(model, False, d) is None for d in ("cpu", "cuda", "metal"))
+    quantize_model(model, bits=4, group_size=64)
+    dequantize_model(dequantized_part(model, None, "cuda"))
+    assert isinstance(model.encoder.blocks[0].mlp1, nn.Linear)
+    assert not isinstance(model.encoder.blocks[0].mlp1, nn.QuantizedLinear)
+    assert isinstance(model.decoder.blocks[0].mlp1, nn.QuantizedLinear)
 
 
 def test_quantized_batched_decoding_is_batch_invariant(tmp_path):
