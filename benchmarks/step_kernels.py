@@ -35,6 +35,7 @@ from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
 from mlxbatchwhisper.model import Whisper  # noqa: E402
 
 FAMILIES = [  # (family, pattern on the kernel's name), first match wins
+    ("self-attention (ours)", r"one_query_attention_cached"),
     ("cross-attention (ours)", r"one_query"),
     ("attention (MLX)", r"sdpa|attention|flash"),
     ("matrix products", r"gemm|gemv|xmma|cutlass|sm90|matmul|qmm|qmv"),

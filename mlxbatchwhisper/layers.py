@@ -76,14 +76,14 @@ class _Views:
     def __init__(self, weight: mx.array, bias: mx.array | None):
         self.weight, self.bias, self.transposed = weight, bias, weight.T
         self.rows: tuple[int, mx.array | None] = (-1, None)
-        mx.eval(self.transposed)
+        mx.async_eval(self.transposed)
 
     def bias_for(self, x: mx.array) -> mx.array | None:
         if self.bias is None or x.ndim != 2:
             return self.bias
         if self.rows[0] != x.shape[0]:
             self.rows = (x.shape[0], mx.broadcast_to(self.bias, (x.shape[0], self.bias.shape[-1])))
-            mx.eval(self.rows[1])
+            mx.async_eval(self.rows[1])  # evaluated with the step that first uses it; no wait
         return self.rows[1]
 
 

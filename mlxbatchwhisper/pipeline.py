@@ -347,7 +347,8 @@ def _reuse_cross_kv() -> bool:
 
 
 def auto_batch_size(model: Whisper, limit: int | None = None, share: float = 0.5) -> int:
-    """Rows whose caches and activations fit in `share` of the free memory (CPU RAM or GPU), at most
+    """Rows whose caches and activations fit in `share` of the memory left (free RAM, a CUDA GPU's free
+    memory, a Metal GPU's working set), at most
     `limit` (default: 128 on a GPU, where larger batches keep gaining; 64 on the CPU). A batch's peak is
     its caches plus one encoder chunk (a finished batch is freed before the next one's prefill)."""
     if limit is None:
@@ -362,8 +363,8 @@ def auto_batch_size(model: Whisper, limit: int | None = None, share: float = 0.5
         + 2 * d.n_text_layer * d.n_text_ctx * d.n_text_state  # self-attention K/V
         + 8 * d.n_audio_ctx * d.n_audio_state
     )  # encoder output and activations
-    info = mx.device_info()
-    free = info.get("max_recommended_working_set_size") or info.get("memory_size")
+    info = mx.device_info()  # CUDA: the GPU's free memory; Metal: its recommended working set
+    free = info.get("free_memory") or info.get("max_recommended_working_set_size") or info.get("memory_size")
     if not free:  # MLX reports no memory size for the CPU: use the free RAM
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return int(max(1, min(limit, share * free // per_row)))
