@@ -81,9 +81,7 @@ def fuse_qkv(model: Whisper) -> None:
         if kv is None and cache is not None and getattr(self, "fused", None) is not None:
             w, bias = self.fused
             q, k, v = (self.heads(t) for t in mx.split(mx.addmm(bias, x, w.T), 3, axis=-1))
-            o = cache.attend(q, k, v, mask)
-            b = o.shape[0]
-            return self.out(o.reshape(b, -1) if x.ndim == 2 else o.transpose(0, 2, 1, 3).reshape(b, o.shape[2], -1))
+            return self.out(self.merge(cache.attend(q, k, v, mask), x.ndim))
         return regular(self, x, mask, kv, cache)
 
     MultiHeadAttention.__call__ = call

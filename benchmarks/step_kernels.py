@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mlxbatchwhisper  # noqa: E402, F401, I001  (first: runtime set-up)
 import mlx.core as mx  # noqa: E402
-import numpy as np  # noqa: E402
+from step_profile import prefilled  # noqa: E402
 from throughput import SHAPES  # noqa: E402
 
-from mlxbatchwhisper.cache import KVCache  # noqa: E402
 from mlxbatchwhisper.checkpoints import to_dtype  # noqa: E402
 from mlxbatchwhisper.model import Whisper  # noqa: E402
 
@@ -98,10 +97,7 @@ def main() -> None:
 
         units, graph = 1, primitives(model.embed_audio(mel))
     else:
-        features = mx.random.normal((b, dims.n_audio_ctx, dims.n_audio_state)).astype(dtype)
-        cache = [KVCache(kv, reserve=args.offset + args.steps + 1) for kv in dec.cross_kv(features)]
-        prompt = mx.array(np.random.default_rng(0).integers(0, 50000, (b, args.offset)), dtype=mx.int32)
-        mx.eval(dec(prompt, cache=cache), [(c.keys, c.values) for c in cache])
+        cache = prefilled(model, b, args.offset, reserve=args.offset + args.steps + 1)
         token = mx.zeros((b, 1), mx.int32)
 
         def step(tok: mx.array) -> mx.array:

@@ -54,6 +54,16 @@ def nbytes(tree) -> int:
     return sum(v.nbytes for _, v in tree_flatten(tree))
 
 
+def prefilled(model: Whisper, batch: int, offset: int, reserve: int = 0) -> list[KVCache]:
+    """Every decoder layer's cache for `batch` rows of random audio features, `offset` random tokens in."""
+    dims, dec = model.dims, model.decoder
+    features = mx.random.normal((batch, dims.n_audio_ctx, dims.n_audio_state)).astype(model.dtype)
+    cache = [KVCache(kv, reserve=reserve) for kv in dec.cross_kv(features)]
+    prompt = mx.array(np.random.default_rng(0).integers(0, 50000, (batch, offset)), dtype=mx.int32)
+    mx.eval(dec(prompt, cache=cache), [(c.keys, c.values) for c in cache])
+    return cache
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(SHAPES), default="tiny")
@@ -92,14 +102,9 @@ def main() -> None:
         t = median_time(lambda: model.embed_audio(mel), max(3, args.repeat // 4))
         report(f"encoder chunk {chunk}", t, windows_per_s=chunk / t, peak_gb=mx.get_peak_memory() / 1e9)
 
-    features = mx.random.normal((b, dims.n_audio_ctx, dims.n_audio_state)).astype(dtype)
-    mx.eval(features)
-    cross = dec.cross_kv(features)
-    mx.eval(cross)
+    cache = prefilled(model, b, args.offset)
+    cross = [c.cross_kv for c in cache]
     cross_bytes = nbytes(cross)
-    cache = [KVCache(kv) for kv in cross]
-    prompt = mx.array(np.random.default_rng(0).integers(0, 50000, (b, args.offset)), dtype=mx.int32)
-    mx.eval(dec(prompt, cache=cache), [(c.keys, c.values) for c in cache])
     self_bytes = sum(c.keys[..., : c.offset, :].nbytes * 2 for c in cache)
     token = mx.zeros((b, 1), mx.int32)
     tokenizer = get_tokenizer(dims.n_vocab >= 51865, num_languages=dims.n_vocab - 51765 - 1)

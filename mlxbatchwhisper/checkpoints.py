@@ -14,6 +14,7 @@ from .checkpoint_formats import Checkpoint, CheckpointError, read_json, read_mlx
 from .checkpoint_names import resolve
 from .ctranslate2 import read_ct2
 from .heads import check_heads, default_heads, heads_for_name
+from .kernels import on_cuda
 from .model import Whisper
 
 DEFAULT_MODEL = "tiny.en"
@@ -46,7 +47,7 @@ def device_kind() -> str:
     """Where MLX computes: "cpu", "cuda" or "metal"."""
     if mx.default_device() == mx.cpu:
         return "cpu"
-    return "cuda" if mx.cuda.is_available() else "metal"
+    return "cuda" if on_cuda() else "metal"
 
 
 def dequantized_part(model: Whisper, dequantize: bool | None, device: str) -> nn.Module | None:

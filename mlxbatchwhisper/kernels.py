@@ -178,7 +178,8 @@ _CACHED_WARPS = 4  # a self-attention cache holds at most 448 columns: fewer war
 CrossKV = tuple  # (keys, values), or (int8 keys, int8 values, key scales, value scales): see quantize_kv
 
 
-def _cuda() -> bool:
+def on_cuda() -> bool:
+    """Whether MLX computes on a CUDA GPU."""
     return mx.default_device() == mx.gpu and mx.cuda.is_available()
 
 
@@ -199,7 +200,7 @@ def one_query_cuda(q: mx.array, keys: mx.array) -> bool:
     """Whether our CUDA kernel attends q (B, H, 1, 64) to these keys: enough (row, head) blocks to fill
     the GPU (fewer: MLX's kernel is faster)."""
     b, h, t, d = q.shape
-    return t == 1 and d == 64 and b * h >= _CUDA_MIN_HEADS and keys.shape[-1] == 64 and _cuda()
+    return t == 1 and d == 64 and b * h >= _CUDA_MIN_HEADS and keys.shape[-1] == 64 and on_cuda()
 
 
 def _attend_one_cuda(q: mx.array, k: mx.array, v: mx.array, *scales: mx.array) -> mx.array:

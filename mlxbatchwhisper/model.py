@@ -117,10 +117,15 @@ class MultiHeadAttention(nn.Module):
             o = self.attend_features(q, kv[0])
         else:
             o = cross_attention(q, *kv)
+        return self.out(self.merge(o, x.ndim))
+
+    @staticmethod
+    def merge(o: mx.array, ndim: int) -> mx.array:
+        """Heads (B, H, T, D_head) back to rows: (B, T, D), or (B, D) for a step's `ndim` 2 rows."""
         batch, _, length, _ = o.shape
-        if x.ndim == 2:
-            return self.out(o.reshape(batch, -1))
-        return self.out(o.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+        if ndim == 2:
+            return o.reshape(batch, -1)
+        return o.transpose(0, 2, 1, 3).reshape(batch, length, -1)
 
     def scores(self, x: mx.array, kv: CrossKV, heads: list[int]) -> mx.array:
         """Pre-softmax cross-attention scores of the given heads, (B, len(heads), T, n_audio) float32."""

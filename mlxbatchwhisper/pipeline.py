@@ -348,9 +348,9 @@ def _reuse_cross_kv() -> bool:
 
 def auto_batch_size(model: Whisper, limit: int | None = None, share: float = 0.5) -> int:
     """Rows whose caches and activations fit in `share` of the memory left (free RAM, a CUDA GPU's free
-    memory, a Metal GPU's working set), at most
-    `limit` (default: 128 on a GPU, where larger batches keep gaining; 64 on the CPU). A batch's peak is
-    its caches plus one encoder chunk (a finished batch is freed before the next one's prefill)."""
+    memory, a Metal GPU's working set), at most `limit` (default: 128 on a GPU, where larger batches keep
+    gaining; 64 on the CPU). A batch's peak is its caches plus one encoder chunk (a finished batch is
+    freed before the next one's prefill)."""
     if limit is None:
         limit = 64 if mx.default_device() == mx.cpu else 128
     d = model.dims
